@@ -1,0 +1,202 @@
+//! A repository in a local directory. Writes are atomic: a temporary file in `<root>/tmp`, fsync,
+//! rename, then fsync of the parent directory, so a crash leaves either the old state or the new.
+
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Backend, ObjectInfo, Payload, PutMode, PutOutcome};
+use crate::error::{Error, IoContext, Result};
+
+/// A directory holding a repository.
+pub struct LocalBackend {
+    root: PathBuf,
+    counter: AtomicU64,
+}
+
+impl LocalBackend {
+    /// A backend rooted at `root` (which need not exist until `create`).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend {
+            root: root.into(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        if key.is_empty()
+            || key.starts_with('/')
+            || key
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(Error::invalid(format!("invalid object key {key:?}")));
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.root
+            .join("tmp")
+            .join(format!("put-{}-{n}", std::process::id()))
+    }
+
+    fn not_found_or(&self, key: &str, e: std::io::Error) -> Error {
+        if e.kind() == ErrorKind::NotFound {
+            Error::NotFound { key: key.into() }
+        } else {
+            Error::io(format!("{}", self.root.join(key).display()), e)
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    // Directory fsync makes the rename durable; failure (e.g. on some FUSE mounts) is not fatal.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn create(&self) -> Result<()> {
+        for sub in ["", "tmp", "data", "index", "snapshots", "keys"] {
+            let p = self.root.join(sub);
+            fs::create_dir_all(&p).ctx(|| format!("cannot create {}", p.display()))?;
+        }
+        Ok(())
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        fs::read(self.path(key)?).map_err(|e| self.not_found_or(key, e))
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let f = File::open(self.path(key)?).map_err(|e| self.not_found_or(key, e))?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact_at(&mut buf, offset).map_err(|e| {
+            if e.kind() == ErrorKind::UnexpectedEof {
+                Error::corrupt(
+                    key,
+                    format!("object is shorter than the requested range {offset}+{len}"),
+                )
+            } else {
+                Error::io(key.to_string(), e)
+            }
+        })?;
+        Ok(buf)
+    }
+
+    fn put(&self, key: &str, payload: Payload<'_>, mode: PutMode) -> Result<PutOutcome> {
+        let dest = self.path(key)?;
+        if mode == PutMode::IfAbsent && dest.exists() {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        let parent = dest.parent().expect("keys have a parent");
+        fs::create_dir_all(parent).ctx(|| format!("cannot create {}", parent.display()))?;
+        let tmp_dir = self.root.join("tmp");
+        fs::create_dir_all(&tmp_dir).ctx(|| format!("cannot create {}", tmp_dir.display()))?;
+        let tmp = match payload {
+            Payload::Bytes(data) => {
+                let tmp = self.tmp_path();
+                let mut f =
+                    File::create(&tmp).ctx(|| format!("cannot create {}", tmp.display()))?;
+                f.write_all(data)
+                    .and_then(|_| f.sync_all())
+                    .ctx(|| format!("cannot write {}", tmp.display()))?;
+                tmp
+            }
+            Payload::File(src) => {
+                let tmp = self.tmp_path();
+                // Same file system (the packer stages in staging_dir()): a rename, no copy.
+                if fs::rename(src, &tmp).is_err() {
+                    fs::copy(src, &tmp)
+                        .ctx(|| format!("cannot copy {} to {}", src.display(), tmp.display()))?;
+                }
+                File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .ctx(|| format!("cannot sync {}", tmp.display()))?;
+                tmp
+            }
+        };
+        let result = match mode {
+            PutMode::Overwrite => fs::rename(&tmp, &dest).map(|_| PutOutcome::Written),
+            // hard_link fails if dest exists: an atomic create-if-absent on POSIX file systems.
+            PutMode::IfAbsent => match fs::hard_link(&tmp, &dest) {
+                Ok(()) => Ok(PutOutcome::Written),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(PutOutcome::AlreadyExists),
+                Err(e) => Err(e),
+            },
+        };
+        let _ = fs::remove_file(&tmp);
+        let outcome = result.ctx(|| format!("cannot store {}", dest.display()))?;
+        sync_dir(parent);
+        Ok(outcome)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        // Walk the directory holding the prefix; keys are relative paths with '/' separators.
+        let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let start = if dir_part.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(dir_part)
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("cannot list {}", dir.display()), e)),
+            };
+            for entry in rd {
+                let entry = entry.ctx(|| format!("cannot list {}", dir.display()))?;
+                let path = entry.path();
+                let rel = path
+                    .strip_prefix(&self.root)
+                    .expect("under root")
+                    .to_string_lossy()
+                    .into_owned();
+                if rel == "tmp" || rel.starts_with("tmp/") {
+                    continue;
+                }
+                let ft = entry
+                    .file_type()
+                    .ctx(|| format!("cannot stat {}", path.display()))?;
+                if ft.is_dir() {
+                    if prefix.starts_with(&(rel.clone() + "/")) || rel.starts_with(prefix) {
+                        stack.push(path);
+                    }
+                } else if rel.starts_with(prefix) {
+                    let size = entry
+                        .metadata()
+                        .ctx(|| format!("cannot stat {}", path.display()))?
+                        .len();
+                    out.push(ObjectInfo { key: rel, size });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        match fs::remove_file(self.path(key)?) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("cannot delete {key}"), e)),
+        }
+    }
+
+    fn staging_dir(&self) -> Option<PathBuf> {
+        let d = self.root.join("tmp");
+        fs::create_dir_all(&d).ok()?;
+        Some(d)
+    }
+}

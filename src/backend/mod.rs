@@ -1,0 +1,106 @@
+//! Storage backends: a store of opaque named bytes. Backends never see plaintext, packs or
+//! snapshots, only keys like `data/ab/ab12…` and byte strings; everything above this trait works
+//! the same on a local directory and on S3. Accounting wraps the trait rather than living in each
+//! implementation.
+
+mod counting;
+mod local;
+
+use std::path::Path;
+
+pub use counting::{Counting, RequestStats};
+pub use local::LocalBackend;
+
+use crate::error::Result;
+
+/// What to store.
+#[derive(Clone, Copy)]
+pub enum Payload<'a> {
+    /// Bytes in memory.
+    Bytes(&'a [u8]),
+    /// A finished temporary file. The backend may move it away (the caller must not reuse it) or
+    /// leave it in place; the caller removes whatever is left afterwards.
+    File(&'a Path),
+}
+
+/// Whether an existing object may be replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutMode {
+    /// Replace silently. Only for content-addressed names, where the old bytes are the same bytes.
+    Overwrite,
+    /// Fail-safe create (`If-None-Match: *` on S3): never replace an existing object.
+    IfAbsent,
+}
+
+/// What a put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object now holds the payload.
+    Written,
+    /// `IfAbsent` found an object already there and left it untouched.
+    AlreadyExists,
+}
+
+/// One listed object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Full key, e.g. `data/ab/ab12…`.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A store of named bytes.
+///
+/// Contracts every implementation keeps (the conformance tests in `tests/` check them):
+/// - `get`/`get_range` on an absent key return [`crate::Error::NotFound`];
+/// - `get_range` returns exactly `len` bytes or an error, never a short read;
+/// - a `put` is atomic: readers see the old object, nothing, or the whole new one;
+/// - `list` returns every key under `prefix` in no particular order;
+/// - `delete` of an absent key succeeds.
+pub trait Backend: Send + Sync {
+    /// A human-readable location for messages (`/srv/repo`, `s3:bucket/prefix`).
+    fn location(&self) -> String;
+
+    /// Creates the container (directory, bucket) if needed. Called by `init` only.
+    fn create(&self) -> Result<()>;
+
+    /// Reads a whole object.
+    fn get(&self, key: &str) -> Result<Vec<u8>>;
+
+    /// Reads `len` bytes at `offset`.
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+
+    /// Stores an object.
+    fn put(&self, key: &str, payload: Payload<'_>, mode: PutMode) -> Result<PutOutcome>;
+
+    /// Lists all objects whose key starts with `prefix`.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+
+    /// Removes an object.
+    fn delete(&self, key: &str) -> Result<()>;
+
+    /// A directory where temporary files can be created so that `put(Payload::File)` is a cheap
+    /// rename. `None` means any temporary directory will do.
+    fn staging_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+}
+
+/// Opens the backend a repository string names: a plain path or `file:PATH` is a local directory.
+pub fn open(location: &str) -> Result<Box<dyn Backend>> {
+    if let Some(rest) = location.strip_prefix("file:") {
+        return Ok(Box::new(LocalBackend::new(rest)));
+    }
+    if location.starts_with("s3:") || location.starts_with("s3://") {
+        return Err(crate::Error::invalid(format!(
+            "{location}: S3 repositories are not supported by this build yet; use a local directory"
+        )));
+    }
+    if location.is_empty() {
+        return Err(crate::Error::invalid(
+            "no repository given: pass --repo PATH or set LIFEBOAT_REPOSITORY",
+        ));
+    }
+    Ok(Box::new(LocalBackend::new(location)))
+}

@@ -1,0 +1,814 @@
+//! Backup: a bounded pipeline on scoped threads.
+//!
+//! ```text
+//! walk (main) ─jobs→ readers: read, FastCDC, keyed BLAKE3, dedup claim
+//!                      ─new blobs→ sealers: zstd, XChaCha20-Poly1305
+//!                                   ─sealed→ packer ─packs→ uploaders → backend
+//! ```
+//! Every channel is bounded, so memory stays near `readers × 2 × max_chunk + queues`, whatever
+//! the file sizes. Trees are built bottom-up once all file contents are known, then the index,
+//! then the snapshot: a run that dies early leaves only packs, which the next run adopts.
+
+mod packer;
+mod walk;
+
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::backend::{Payload, PutMode};
+use crate::chunker::Chunker;
+use crate::error::{Error, IoContext, Result};
+use crate::id::Id;
+use crate::progress::{Counters, ProgressMode, Reporter};
+use crate::repository::index::{Index, IndexFile};
+use crate::repository::pack::{self, BlobType, FLAG_ZSTD, PackEntry};
+use crate::repository::snapshot::{SNAPSHOT_VERSION, Snapshot, Summary};
+use crate::repository::tree::{Node, NodeKind, Tree};
+use crate::repository::{Repository, TreeLoader};
+
+pub use packer::{FinishedPack, Packer, SealedBlob};
+pub use walk::node_from_metadata;
+use walk::{FileJob, Pending, Walker};
+
+/// What to back up.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Files and directories; each becomes a root entry named by its base name.
+    Paths(Vec<PathBuf>),
+    /// The standard output of `sh -c COMMAND`, stored as one file.
+    Command {
+        /// Shell command line.
+        command: String,
+        /// Name of the file in the snapshot.
+        filename: String,
+    },
+}
+
+/// Backup settings.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Volume name: the grouping key for "latest".
+    pub name: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Glob patterns; a pattern matches the full path or the base name.
+    pub excludes: Vec<String>,
+    /// zstd level; `None` uses the repository default.
+    pub compression_level: Option<i32>,
+    /// Read every file even if the parent says it is unchanged.
+    pub force: bool,
+    /// Parent snapshot; `None` picks the latest of the same name.
+    pub parent: Option<Id>,
+    /// CPU worker threads per stage.
+    pub threads: usize,
+    /// Concurrent pack uploads.
+    pub upload_threads: usize,
+    /// Progress display.
+    pub progress: ProgressMode,
+    /// How the data was captured, recorded in the snapshot.
+    pub method: Option<String>,
+}
+
+impl BackupOptions {
+    /// Defaults for volume `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        BackupOptions {
+            name: name.into(),
+            tags: Vec::new(),
+            labels: BTreeMap::new(),
+            excludes: Vec::new(),
+            compression_level: None,
+            force: false,
+            parent: None,
+            threads: cpus,
+            upload_threads: 2,
+            progress: ProgressMode::Quiet,
+            method: None,
+        }
+    }
+}
+
+/// A committed backup.
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    /// The new snapshot's id.
+    pub id: Id,
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// Files and directories that could not be read (the snapshot is partial if any).
+    pub warnings: Vec<String>,
+}
+
+/// State shared by the pipeline's threads.
+pub(crate) struct Shared<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    claimed: Mutex<HashSet<Id>>,
+    abort: AtomicBool,
+    error: Mutex<Option<Error>>,
+    warnings: Mutex<Vec<String>>,
+    progress: Arc<Counters>,
+    data_blobs: AtomicU64,
+    tree_blobs: AtomicU64,
+    bytes_added: AtomicU64,
+    bytes_stored: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
+impl Shared<'_> {
+    /// True exactly once per blob id across all threads, and never for blobs already indexed.
+    fn claim(&self, id: &Id) -> bool {
+        !self.index.contains(id) && self.claimed.lock().expect("claimed").insert(*id)
+    }
+
+    fn aborted(&self) -> bool {
+        self.abort.load(Relaxed)
+    }
+
+    /// Records the first fatal error and stops the pipeline.
+    fn fail(&self, e: Error) {
+        let mut slot = self.error.lock().expect("error");
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        self.abort.store(true, Relaxed);
+    }
+
+    fn warn(&self, msg: String) {
+        tracing::warn!("{msg}");
+        self.warnings.lock().expect("warnings").push(msg);
+    }
+}
+
+struct RawBlob {
+    id: Id,
+    kind: BlobType,
+    data: Vec<u8>,
+}
+
+struct FileOutcome {
+    content: Vec<Id>,
+    size: u64,
+}
+
+/// Runs a backup and commits a snapshot.
+pub fn backup(repo: &Repository, source: &Source, opts: &BackupOptions) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let time = chrono::Utc::now();
+    validate_name(&opts.name)?;
+    let level = opts
+        .compression_level
+        .unwrap_or(repo.config().compression_level);
+    if !(1..=22).contains(&level) {
+        return Err(Error::invalid(format!(
+            "compression level {level} is outside zstd's 1-22"
+        )));
+    }
+    let excludes = build_excludes(&opts.excludes)?;
+    let roots = match source {
+        Source::Paths(paths) => resolve_roots(paths)?,
+        Source::Command { filename, .. } => {
+            if filename.is_empty() || filename.contains('/') {
+                return Err(Error::invalid(format!(
+                    "--stdin-filename {filename:?} must be a plain file name"
+                )));
+            }
+            Vec::new()
+        }
+    };
+
+    let mut index = repo.load_index()?;
+    let adopted = adopt_orphan_packs(repo, &mut index)?;
+    let parent = find_parent(repo, opts)?;
+
+    let shared = Shared {
+        repo,
+        index: &index,
+        claimed: Mutex::new(HashSet::new()),
+        abort: AtomicBool::new(false),
+        error: Mutex::new(None),
+        warnings: Mutex::new(Vec::new()),
+        progress: Arc::new(Counters::default()),
+        data_blobs: AtomicU64::new(0),
+        tree_blobs: AtomicU64::new(0),
+        bytes_added: AtomicU64::new(0),
+        bytes_stored: AtomicU64::new(0),
+        bytes_read: AtomicU64::new(0),
+    };
+    let trees = TreeLoader::new(repo, &index);
+    let staging = repo
+        .backend()
+        .staging_dir()
+        .unwrap_or_else(std::env::temp_dir);
+    let reporter = Reporter::start(opts.progress, "backup", shared.progress.clone());
+    let threads = opts.threads.max(1);
+
+    let (job_tx, job_rx) = bounded::<FileJob>(256);
+    let (raw_tx, raw_rx) = bounded::<RawBlob>(threads * 2);
+    let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(threads * 2);
+    let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
+    let (done_tx, done_rx) = unbounded::<(Id, Vec<PackEntry>)>();
+    let (result_tx, result_rx) = unbounded::<(usize, Result<FileOutcome>)>();
+
+    let mut root_id: Option<Id> = None;
+    let mut walk_stats = walk::WalkStats::default();
+
+    std::thread::scope(|s| {
+        let shared = &shared;
+        for _ in 0..opts.upload_threads.max(1) {
+            let rx = pack_rx.clone();
+            let tx = done_tx.clone();
+            s.spawn(move || upload_stage(shared, rx, tx));
+        }
+        drop((pack_rx, done_tx));
+        {
+            let staging = staging.clone();
+            s.spawn(move || pack_stage(shared, &staging, sealed_rx, pack_tx));
+        }
+        for _ in 0..threads {
+            let rx = raw_rx.clone();
+            let tx = sealed_tx.clone();
+            s.spawn(move || seal_stage(shared, level, rx, tx));
+        }
+        drop(raw_rx);
+        for _ in 0..threads {
+            let rx = job_rx.clone();
+            let tx = raw_tx.clone();
+            let res = result_tx.clone();
+            s.spawn(move || read_stage(shared, rx, tx, res));
+        }
+        drop((job_rx, result_tx));
+
+        // The walk (or the command stream) runs here, feeding the readers.
+        let mut pending = Vec::new();
+        match source {
+            Source::Paths(_) => {
+                let mut walker = Walker {
+                    shared,
+                    trees: &trees,
+                    excludes: &excludes,
+                    jobs: job_tx,
+                    next_job: 0,
+                    stats: walk::WalkStats::default(),
+                    force: opts.force,
+                };
+                let parent_root = parent.as_ref().map(|(_, t)| t);
+                for (path, name) in &roots {
+                    let pnode = parent_root.and_then(|t| t.find(name));
+                    if let Some(p) = walker.root(path, name.clone(), pnode) {
+                        pending.push(p);
+                    }
+                }
+                walk_stats = walker.stats;
+                // Dropping the walker closes the job queue.
+            }
+            Source::Command { command, filename } => {
+                drop(job_tx);
+                match stream_command(shared, repo, command, filename, &raw_tx) {
+                    Ok(node) => {
+                        walk_stats.files_new = 1;
+                        walk_stats.total_files = 1;
+                        walk_stats.total_bytes = node.size;
+                        pending.push(Pending::Ready(node));
+                    }
+                    Err(e) => shared.fail(e),
+                }
+            }
+        }
+        drop(raw_tx);
+
+        let mut results: Vec<Option<Result<FileOutcome>>> = Vec::new();
+        for (idx, r) in result_rx.iter() {
+            if results.len() <= idx {
+                results.resize_with(idx + 1, || None);
+            }
+            results[idx] = Some(r);
+        }
+        if !shared.aborted() {
+            let mut builder = TreeBuilder {
+                shared,
+                level,
+                results,
+                sealed: &sealed_tx,
+                errors: 0,
+                compressor: None,
+            };
+            let root = builder.nodes(pending).and_then(|nodes| {
+                let mut tree = Tree { nodes };
+                builder.save_tree(&mut tree)
+            });
+            match root {
+                Ok(id) => root_id = Some(id),
+                Err(e) => shared.fail(e),
+            }
+            walk_stats.errors += builder.errors;
+        }
+        drop(sealed_tx);
+    });
+    drop(reporter);
+
+    if let Some(e) = shared.error.lock().expect("error").take() {
+        return Err(e);
+    }
+    let root_id = root_id.ok_or(Error::Interrupted)?;
+    let new_packs: Vec<(Id, Vec<PackEntry>)> = done_rx.iter().collect();
+    let packs_written = new_packs.len() as u64;
+
+    let mut index_packs = adopted.clone();
+    index_packs.extend(new_packs);
+    if !index_packs.is_empty() {
+        repo.save_index(&IndexFile {
+            supersedes: Vec::new(),
+            packs: index_packs,
+        })?;
+    }
+
+    let warnings = shared.warnings.into_inner().expect("warnings");
+    let summary = Summary {
+        files_new: walk_stats.files_new,
+        files_changed: walk_stats.files_changed,
+        files_unmodified: walk_stats.files_unmodified,
+        dirs: walk_stats.dirs,
+        errors: walk_stats.errors,
+        data_blobs_added: shared.data_blobs.load(Relaxed),
+        tree_blobs_added: shared.tree_blobs.load(Relaxed),
+        bytes_read: shared.bytes_read.load(Relaxed),
+        bytes_added: shared.bytes_added.load(Relaxed),
+        bytes_stored: shared.bytes_stored.load(Relaxed),
+        total_bytes: walk_stats.total_bytes,
+        total_files: walk_stats.total_files,
+        packs_written,
+        packs_adopted: adopted.len() as u64,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    };
+    let paths = match source {
+        Source::Paths(_) => roots.iter().map(|(p, _)| p.display().to_string()).collect(),
+        Source::Command { filename, .. } => vec![format!("/{filename}")],
+    };
+    let snapshot = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time,
+        name: opts.name.clone(),
+        paths,
+        hostname: crate::sysinfo::hostname(),
+        username: crate::sysinfo::username(),
+        tags: opts.tags.clone(),
+        labels: opts.labels.clone(),
+        method: opts.method.clone().unwrap_or_else(|| match source {
+            Source::Paths(_) => "files".into(),
+            Source::Command { .. } => "stdin".into(),
+        }),
+        tree: root_id,
+        parent: parent.map(|(id, _)| id),
+        program_version: env!("CARGO_PKG_VERSION").into(),
+        summary,
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        warnings,
+    })
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 200 || name.chars().any(|c| c.is_control()) {
+        return Err(Error::invalid(format!(
+            "volume name {name:?} must be 1-200 printable characters (set --name or LIFEBOAT_NAME)"
+        )));
+    }
+    Ok(())
+}
+
+fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(Glob::new(p).map_err(|e| Error::invalid(format!("--exclude {p:?}: {e}")))?);
+    }
+    b.build()
+        .map_err(|e| Error::invalid(format!("--exclude: {e}")))
+}
+
+/// Absolute source paths and their root names; two paths may not share a base name.
+fn resolve_roots(paths: &[PathBuf]) -> Result<Vec<(PathBuf, OsString)>> {
+    if paths.is_empty() {
+        return Err(Error::invalid("nothing to back up: give at least one path"));
+    }
+    let mut out: Vec<(PathBuf, OsString)> = Vec::new();
+    for p in paths {
+        let abs = std::path::absolute(p).ctx(|| format!("backup path {}", p.display()))?;
+        if std::fs::symlink_metadata(&abs).is_err() {
+            return Err(Error::invalid(format!(
+                "backup path {} does not exist",
+                p.display()
+            )));
+        }
+        let abs = normalize(&abs);
+        let name = abs
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| OsString::from("root"));
+        if out.iter().any(|(_, n)| *n == name) {
+            return Err(Error::invalid(format!(
+                "two backup paths share the base name {:?}; back them up separately",
+                name
+            )));
+        }
+        out.push((abs, name));
+    }
+    Ok(out)
+}
+
+/// Removes `.` and `..` components lexically (the path need not stay a symlink-free path).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn find_parent(repo: &Repository, opts: &BackupOptions) -> Result<Option<(Id, Tree)>> {
+    if opts.force {
+        return Ok(None);
+    }
+    let snap = match opts.parent {
+        Some(id) => Some((id, repo.load_snapshot(&id)?)),
+        None => repo
+            .snapshots()?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.name == opts.name),
+    };
+    let Some((id, s)) = snap else { return Ok(None) };
+    let index = repo.load_index()?;
+    match TreeLoader::new(repo, &index).load(&s.tree) {
+        Ok(t) => Ok(Some((id, t))),
+        Err(e) => {
+            tracing::warn!(
+                "parent snapshot {} unusable, reading all files: {e}",
+                id.short()
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Finds packs that no index lists (left by an interrupted backup), reads their headers and adds
+/// them to `index`; returns them so this backup's index lists them too.
+fn adopt_orphan_packs(repo: &Repository, index: &mut Index) -> Result<Vec<(Id, Vec<PackEntry>)>> {
+    let mut out = Vec::new();
+    for info in repo.backend().list("data/")? {
+        let Ok(id) = crate::repository::object_id(&info.key, "data/") else {
+            continue;
+        };
+        if index.has_pack(&id) {
+            continue;
+        }
+        match repo.read_pack_header(&id, info.size) {
+            Ok(entries) => {
+                tracing::info!("adopting pack {} left by an interrupted backup", id.short());
+                index.add_pack(id, &entries);
+                out.push((id, entries));
+            }
+            Err(e) => tracing::warn!("ignoring unindexed pack {}: {e}", id.short()),
+        }
+    }
+    Ok(out)
+}
+
+fn read_stage(
+    shared: &Shared,
+    jobs: Receiver<FileJob>,
+    raw: Sender<RawBlob>,
+    results: Sender<(usize, Result<FileOutcome>)>,
+) {
+    let mut chunker = Chunker::new(&shared.repo.config().chunker);
+    for job in jobs.iter() {
+        let r = if shared.aborted() {
+            Err(Error::Interrupted)
+        } else {
+            read_file(shared, &mut chunker, &job.path, &raw)
+        };
+        shared.progress.files_done.fetch_add(1, Relaxed);
+        let _ = results.send((job.idx, r));
+    }
+}
+
+fn read_file(
+    shared: &Shared,
+    chunker: &mut Chunker,
+    path: &Path,
+    raw: &Sender<RawBlob>,
+) -> Result<FileOutcome> {
+    let file = std::fs::File::open(path).ctx(|| format!("{}: cannot open", path.display()))?;
+    let mut content = Vec::new();
+    let size = chunk_into(shared, chunker, file, raw, &mut content).map_err(|e| match e {
+        Error::Io { source, .. } => Error::io(format!("{}: read failed", path.display()), source),
+        other => other,
+    })?;
+    Ok(FileOutcome { content, size })
+}
+
+/// Chunks a stream, sends unseen chunks on, and records the content list.
+fn chunk_into<R: std::io::Read>(
+    shared: &Shared,
+    chunker: &mut Chunker,
+    src: R,
+    raw: &Sender<RawBlob>,
+    content: &mut Vec<Id>,
+) -> Result<u64> {
+    let key = shared.repo.key();
+    let n = chunker.chunk(src, |data: &[u8]| -> Result<()> {
+        if shared.aborted() {
+            return Err(Error::Interrupted);
+        }
+        let id = key.blob_id(data);
+        content.push(id);
+        shared.bytes_read.fetch_add(data.len() as u64, Relaxed);
+        shared
+            .progress
+            .bytes_done
+            .fetch_add(data.len() as u64, Relaxed);
+        if shared.claim(&id) {
+            raw.send(RawBlob {
+                id,
+                kind: BlobType::Data,
+                data: data.to_vec(),
+            })
+            .map_err(|_| Error::Interrupted)?;
+        }
+        Ok(())
+    })?;
+    Ok(n)
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::io("read", e)
+    }
+}
+
+/// Compresses (when that helps) and seals one blob.
+fn seal_blob(
+    repo: &Repository,
+    level: i32,
+    id: Id,
+    kind: BlobType,
+    data: &[u8],
+    compressor: Option<&mut zstd::bulk::Compressor<'static>>,
+) -> Result<SealedBlob> {
+    let compressed = match compressor {
+        Some(c) => c.compress(data),
+        None => zstd::bulk::compress(data, level),
+    }
+    .map_err(|e| Error::io("zstd compression", e))?;
+    let (flags, plain) = if compressed.len() < data.len() {
+        (FLAG_ZSTD, &compressed[..])
+    } else {
+        (0, data)
+    };
+    Ok(SealedBlob {
+        id,
+        kind,
+        flags,
+        raw_length: data.len() as u32,
+        bytes: repo.key().data().seal(plain),
+    })
+}
+
+fn seal_stage(shared: &Shared, level: i32, raw: Receiver<RawBlob>, sealed: Sender<SealedBlob>) {
+    let mut comp = match zstd::bulk::Compressor::new(level) {
+        Ok(c) => c,
+        Err(e) => {
+            shared.fail(Error::io("zstd", e));
+            return;
+        }
+    };
+    for blob in raw.iter() {
+        if shared.aborted() {
+            continue;
+        }
+        match seal_blob(
+            shared.repo,
+            level,
+            blob.id,
+            blob.kind,
+            &blob.data,
+            Some(&mut comp),
+        ) {
+            Ok(s) => {
+                shared.data_blobs.fetch_add(1, Relaxed);
+                shared
+                    .bytes_added
+                    .fetch_add(blob.data.len() as u64, Relaxed);
+                shared.bytes_stored.fetch_add(s.bytes.len() as u64, Relaxed);
+                if sealed.send(s).is_err() {
+                    return;
+                }
+            }
+            Err(e) => shared.fail(e),
+        }
+    }
+}
+
+fn pack_stage(
+    shared: &Shared,
+    staging: &Path,
+    sealed: Receiver<SealedBlob>,
+    packs: Sender<FinishedPack>,
+) {
+    let mut packer = Packer::new(
+        shared.repo.key(),
+        staging,
+        shared.repo.config().pack_size as u64,
+    );
+    for blob in sealed.iter() {
+        if shared.aborted() {
+            continue;
+        }
+        match packer.add(blob) {
+            Ok(Some(p)) => {
+                if packs.send(p).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => shared.fail(e),
+        }
+    }
+    if shared.aborted() {
+        return;
+    }
+    match packer.finish() {
+        Ok(done) => {
+            for p in done {
+                if packs.send(p).is_err() {
+                    return;
+                }
+            }
+        }
+        Err(e) => shared.fail(e),
+    }
+}
+
+fn upload_pack(repo: &Repository, p: &FinishedPack) -> Result<()> {
+    repo.backend().put(
+        &pack::pack_key(&p.id),
+        Payload::File(&p.file),
+        PutMode::Overwrite,
+    )?;
+    Ok(())
+}
+
+fn upload_stage(
+    shared: &Shared,
+    packs: Receiver<FinishedPack>,
+    done: Sender<(Id, Vec<PackEntry>)>,
+) {
+    for p in packs.iter() {
+        if shared.aborted() {
+            continue;
+        }
+        match upload_pack(shared.repo, &p) {
+            Ok(()) => {
+                let _ = done.send((p.id, p.entries));
+            }
+            Err(e) => shared.fail(e),
+        }
+    }
+}
+
+/// Streams `sh -c command`'s stdout into the repository as one file node.
+fn stream_command(
+    shared: &Shared,
+    repo: &Repository,
+    command: &str,
+    filename: &str,
+    raw: &Sender<RawBlob>,
+) -> Result<Node> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Command {
+            command: command.into(),
+            message: format!("cannot start: {e}"),
+        })?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut chunker = Chunker::new(&repo.config().chunker);
+    let mut content = Vec::new();
+    let streamed = chunk_into(shared, &mut chunker, stdout, raw, &mut content);
+    let status = child.wait().map_err(|e| Error::Command {
+        command: command.into(),
+        message: e.to_string(),
+    })?;
+    let size = streamed?;
+    if !status.success() {
+        return Err(Error::Command {
+            command: command.into(),
+            message: format!("{status}; no snapshot was written"),
+        });
+    }
+    let now = chrono::Utc::now();
+    let mut node = Node::new(std::ffi::OsStr::new(filename), NodeKind::File);
+    node.mode = 0o600;
+    // SAFETY: getuid/getgid have no preconditions.
+    node.uid = unsafe { libc::getuid() };
+    node.gid = unsafe { libc::getgid() };
+    node.mtime_ns = now.timestamp_nanos_opt().unwrap_or(0);
+    node.size = size;
+    node.content = content;
+    Ok(node)
+}
+
+/// Turns pending nodes into finished ones, writing tree blobs bottom-up.
+struct TreeBuilder<'a, 's> {
+    shared: &'a Shared<'s>,
+    level: i32,
+    results: Vec<Option<Result<FileOutcome>>>,
+    sealed: &'a Sender<SealedBlob>,
+    errors: u64,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl TreeBuilder<'_, '_> {
+    fn nodes(&mut self, pending: Vec<Pending>) -> Result<Vec<Node>> {
+        let mut out = Vec::with_capacity(pending.len());
+        for p in pending {
+            match p {
+                Pending::Ready(n) => out.push(n),
+                Pending::File(mut n, idx) => {
+                    match self.results.get_mut(idx).and_then(Option::take) {
+                        Some(Ok(o)) => {
+                            n.content = o.content;
+                            n.size = o.size;
+                            out.push(n);
+                        }
+                        Some(Err(Error::Interrupted)) | None => return Err(Error::Interrupted),
+                        Some(Err(e)) => {
+                            self.errors += 1;
+                            self.shared.warn(e.to_string());
+                        }
+                    }
+                }
+                Pending::Dir(mut n, children) => {
+                    let mut tree = Tree {
+                        nodes: self.nodes(children)?,
+                    };
+                    n.subtree = Some(self.save_tree(&mut tree)?);
+                    out.push(n);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn save_tree(&mut self, tree: &mut Tree) -> Result<Id> {
+        let bytes = tree.to_bytes();
+        let id = self.shared.repo.key().blob_id(&bytes);
+        if self.shared.claim(&id) {
+            if self.compressor.is_none() {
+                self.compressor = Some(
+                    zstd::bulk::Compressor::new(self.level).map_err(|e| Error::io("zstd", e))?,
+                );
+            }
+            let blob = seal_blob(
+                self.shared.repo,
+                self.level,
+                id,
+                BlobType::Tree,
+                &bytes,
+                self.compressor.as_mut(),
+            )?;
+            self.shared.tree_blobs.fetch_add(1, Relaxed);
+            self.shared
+                .bytes_added
+                .fetch_add(bytes.len() as u64, Relaxed);
+            self.shared
+                .bytes_stored
+                .fetch_add(blob.bytes.len() as u64, Relaxed);
+            self.sealed.send(blob).map_err(|_| Error::Interrupted)?;
+        }
+        Ok(id)
+    }
+}

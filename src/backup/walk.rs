@@ -1,0 +1,228 @@
+//! The walk: scans the source paths depth-first in name order, turns each entry into a tree
+//! node, and decides per file whether it must be read. A file whose size, mtime, ctime and inode
+//! match the parent snapshot's node (and whose blobs are all indexed) keeps the parent's content
+//! list without being opened. Files to read go to the reader threads as jobs.
+
+use std::ffi::OsString;
+use std::fs::{self, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+
+use crossbeam_channel::Sender;
+use globset::GlobSet;
+
+use super::Shared;
+use crate::repository::TreeLoader;
+use crate::repository::tree::{Node, NodeKind, Tree};
+
+/// A file the readers must chunk.
+pub(super) struct FileJob {
+    pub idx: usize,
+    pub path: PathBuf,
+}
+
+/// A node whose tree position is known but whose content or subtree is still being produced.
+pub(super) enum Pending {
+    /// Complete: symlinks and unchanged files.
+    Ready(Node),
+    /// Waiting for reader job `usize`.
+    File(Node, usize),
+    /// A directory and its children, in name order.
+    Dir(Node, Vec<Pending>),
+}
+
+/// Which files were read and why.
+#[derive(Default)]
+pub(super) struct WalkStats {
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub dirs: u64,
+    pub errors: u64,
+    pub total_files: u64,
+    pub total_bytes: u64,
+}
+
+pub(super) struct Walker<'a> {
+    pub shared: &'a Shared<'a>,
+    pub trees: &'a TreeLoader<'a>,
+    pub excludes: &'a GlobSet,
+    pub jobs: Sender<FileJob>,
+    pub next_job: usize,
+    pub stats: WalkStats,
+    pub force: bool,
+}
+
+/// Fills a node's metadata fields from `lstat` results.
+pub fn node_from_metadata(name: &std::ffi::OsStr, kind: NodeKind, m: &Metadata) -> Node {
+    let mut n = Node::new(name, kind);
+    n.mode = m.mode() & 0o7777;
+    n.uid = m.uid();
+    n.gid = m.gid();
+    n.mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+    if kind == NodeKind::File {
+        n.ctime_ns = m.ctime() * 1_000_000_000 + m.ctime_nsec();
+        n.size = m.len();
+        n.inode = m.ino();
+        n.device = m.dev();
+        n.links = m.nlink();
+    }
+    n
+}
+
+impl Walker<'_> {
+    /// Turns one backup path into a pending root node named by its base name.
+    pub fn root(&mut self, path: &Path, name: OsString, parent: Option<&Node>) -> Option<Pending> {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.warn(format!("{}: {e}", path.display()));
+                return None;
+            }
+        };
+        self.entry(path, name, &meta, parent)
+    }
+
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: OsString,
+        meta: &Metadata,
+        parent: Option<&Node>,
+    ) -> Option<Pending> {
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            self.stats.dirs += 1;
+            let node = node_from_metadata(&name, NodeKind::Dir, meta);
+            let parent_tree = parent
+                .filter(|p| p.kind == NodeKind::Dir)
+                .and_then(|p| p.subtree)
+                .and_then(|id| match self.trees.load(&id) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        tracing::warn!(
+                            "parent tree of {} unusable, reading all files: {e}",
+                            path.display()
+                        );
+                        None
+                    }
+                });
+            let children = self.dir(path, parent_tree.as_ref());
+            Some(Pending::Dir(node, children))
+        } else if ft.is_file() {
+            let node = node_from_metadata(&name, NodeKind::File, meta);
+            self.stats.total_files += 1;
+            self.stats.total_bytes += node.size;
+            let c = &self.shared.progress;
+            c.files_total.fetch_add(1, Relaxed);
+            c.bytes_total.fetch_add(node.size, Relaxed);
+            match parent.filter(|p| p.kind == NodeKind::File) {
+                Some(p) if !self.force && self.unchanged(p, &node) => {
+                    self.stats.files_unmodified += 1;
+                    c.files_done.fetch_add(1, Relaxed);
+                    c.bytes_done.fetch_add(node.size, Relaxed);
+                    let mut n = node;
+                    n.content = p.content.clone();
+                    Some(Pending::Ready(n))
+                }
+                Some(_) => {
+                    self.stats.files_changed += 1;
+                    Some(self.job(path, node))
+                }
+                None => {
+                    self.stats.files_new += 1;
+                    Some(self.job(path, node))
+                }
+            }
+        } else if ft.is_symlink() {
+            let mut node = node_from_metadata(&name, NodeKind::Symlink, meta);
+            match fs::read_link(path) {
+                Ok(t) => node.set_target(t.as_os_str()),
+                Err(e) => {
+                    self.warn(format!("{}: cannot read link: {e}", path.display()));
+                    return None;
+                }
+            }
+            Some(Pending::Ready(node))
+        } else {
+            let what = if ft.is_fifo() {
+                "named pipe"
+            } else if ft.is_socket() {
+                "socket"
+            } else if ft.is_block_device() || ft.is_char_device() {
+                "device"
+            } else {
+                "special file"
+            };
+            tracing::warn!("{}: skipping {what}", path.display());
+            None
+        }
+    }
+
+    fn unchanged(&self, p: &Node, n: &Node) -> bool {
+        p.size == n.size
+            && p.mtime_ns == n.mtime_ns
+            && p.ctime_ns == n.ctime_ns
+            && p.inode == n.inode
+            && p.content.iter().all(|id| self.shared.index.contains(id))
+    }
+
+    fn job(&mut self, path: &Path, node: Node) -> Pending {
+        let idx = self.next_job;
+        self.next_job += 1;
+        // A send fails only when the readers are gone after an abort; the result is then missing
+        // and the backup fails as a whole, so nothing needs doing here.
+        let _ = self.jobs.send(FileJob {
+            idx,
+            path: path.to_path_buf(),
+        });
+        Pending::File(node, idx)
+    }
+
+    fn dir(&mut self, path: &Path, parent: Option<&Tree>) -> Vec<Pending> {
+        let rd = match fs::read_dir(path) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.warn(format!("{}: cannot list directory: {e}", path.display()));
+                return Vec::new();
+            }
+        };
+        let mut names: Vec<OsString> = Vec::new();
+        for entry in rd {
+            match entry {
+                Ok(e) => names.push(e.file_name()),
+                Err(e) => self.warn(format!("{}: cannot list directory: {e}", path.display())),
+            }
+        }
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if self.shared.aborted() {
+                break;
+            }
+            let child = path.join(&name);
+            if self.excludes.is_match(&child) || self.excludes.is_match(Path::new(&name)) {
+                continue;
+            }
+            let meta = match fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.warn(format!("{}: {e}", child.display()));
+                    continue;
+                }
+            };
+            let parent_node = parent.and_then(|t| t.find(&name));
+            if let Some(p) = self.entry(&child, name, &meta, parent_node) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    fn warn(&mut self, msg: String) {
+        self.stats.errors += 1;
+        self.shared.warn(msg);
+    }
+}

@@ -1,0 +1,299 @@
+//! Check: proves the repository can restore every snapshot. Structure checks (always): every index
+//! object opens and hashes to its name, every indexed pack exists and its header agrees with the
+//! index, every snapshot opens, and every tree and data blob a snapshot references is indexed.
+//! With `--read-data`, packs are downloaded in full: the pack hashes to its name and every blob
+//! decrypts and hashes to its id. Problems are collected, each naming the object, not fatal.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repository::index::{Index, IndexFile};
+use crate::repository::pack::{self, PackEntry};
+use crate::repository::tree::NodeKind;
+use crate::repository::{Repository, TreeLoader, object_id, verify_object_id};
+
+/// Which packs to download in full.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    /// None: structure only.
+    None,
+    /// Every pack.
+    All,
+    /// A random fraction (0..=1) of packs.
+    Fraction(f64),
+    /// Part `n` of `t` (1-based), by pack id, so `1/7` … `7/7` over a week covers everything.
+    Part(u32, u32),
+}
+
+impl std::str::FromStr for ReadData {
+    type Err = Error;
+    /// Parses `N%` or `n/t`.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::invalid(format!(
+                "--read-data-subset {s:?}: give a percentage like 10% or a part like 1/5"
+            ))
+        };
+        if let Some(p) = s.strip_suffix('%') {
+            let v: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(0.0..=100.0).contains(&v) {
+                return Err(bad());
+            }
+            return Ok(ReadData::Fraction(v / 100.0));
+        }
+        let (n, t) = s.split_once('/').ok_or_else(bad)?;
+        let (n, t): (u32, u32) = (
+            n.trim().parse().map_err(|_| bad())?,
+            t.trim().parse().map_err(|_| bad())?,
+        );
+        if t == 0 || n == 0 || n > t {
+            return Err(bad());
+        }
+        Ok(ReadData::Part(n, t))
+    }
+}
+
+/// What check found.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct CheckReport {
+    /// Problems that make data unrestorable; each names the object.
+    pub errors: Vec<String>,
+    /// Oddities that lose nothing (unindexed packs left by interrupted backups).
+    pub warnings: Vec<String>,
+    /// Snapshots checked.
+    pub snapshots: u64,
+    /// Distinct trees walked.
+    pub trees: u64,
+    /// Distinct data blobs referenced.
+    pub data_blobs: u64,
+    /// Packs in the repository.
+    pub packs: u64,
+    /// Packs downloaded and verified in full.
+    pub packs_read: u64,
+}
+
+/// Runs the checks.
+pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
+    let mut r = CheckReport::default();
+
+    // Index objects.
+    let mut files: Vec<(Id, IndexFile)> = Vec::new();
+    for info in repo.backend().list("index/")? {
+        let loaded = object_id(&info.key, "index/").and_then(|id| {
+            let bytes = repo.backend().get(&info.key)?;
+            verify_object_id(&info.key, &id, &bytes)?;
+            Ok((id, IndexFile::decode(repo.key(), &info.key, &bytes)?))
+        });
+        match loaded {
+            Ok(f) => files.push(f),
+            Err(e) => r.errors.push(e.to_string()),
+        }
+    }
+    let superseded: HashSet<Id> = files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.clone())
+        .collect();
+    let mut index = Index::default();
+    let mut expected: HashMap<Id, Vec<PackEntry>> = HashMap::new();
+    for (id, f) in &files {
+        if superseded.contains(id) {
+            continue;
+        }
+        for (pack, entries) in &f.packs {
+            index.add_pack(*pack, entries);
+            expected
+                .entry(*pack)
+                .or_default()
+                .extend_from_slice(entries);
+        }
+    }
+
+    // Packs: present, headers agree.
+    let mut sizes: HashMap<Id, u64> = HashMap::new();
+    for info in repo.backend().list("data/")? {
+        match object_id(&info.key, "data/") {
+            Ok(id) => {
+                sizes.insert(id, info.size);
+            }
+            Err(e) => r.warnings.push(e.to_string()),
+        }
+    }
+    r.packs = sizes.len() as u64;
+    for id in sizes.keys() {
+        if !expected.contains_key(id) {
+            r.warnings.push(format!(
+                "{}: not in any index (left by an interrupted backup; the next backup adopts it)",
+                pack::pack_key(id)
+            ));
+        }
+    }
+    let mut header_ok: HashSet<Id> = HashSet::new();
+    let mut pack_list: Vec<(&Id, &Vec<PackEntry>)> = expected.iter().collect();
+    pack_list.sort_by_key(|(id, _)| **id);
+    let header_results = crate::parallel::map(pack_list, 8, |(id, entries)| {
+        let key = pack::pack_key(id);
+        let Some(&size) = sizes.get(id) else {
+            return (
+                *id,
+                Err(format!(
+                    "{key}: listed in the index but missing from the repository"
+                )),
+            );
+        };
+        match repo.read_pack_header(id, size) {
+            Ok(header) => {
+                let set: HashSet<(Id, u32, u32)> =
+                    header.iter().map(|e| (e.id, e.offset, e.length)).collect();
+                match entries
+                    .iter()
+                    .find(|e| !set.contains(&(e.id, e.offset, e.length)))
+                {
+                    Some(e) => (
+                        *id,
+                        Err(format!(
+                            "{key}: index says blob {} is at {}+{}, the pack header disagrees",
+                            e.id.short(),
+                            e.offset,
+                            e.length
+                        )),
+                    ),
+                    None => (*id, Ok(())),
+                }
+            }
+            Err(e) => (*id, Err(e.to_string())),
+        }
+    });
+    for (id, res) in header_results {
+        match res {
+            Ok(()) => {
+                header_ok.insert(id);
+            }
+            Err(e) => r.errors.push(e),
+        }
+    }
+
+    // Snapshots and everything they reference.
+    let trees = TreeLoader::new(repo, &index);
+    let mut seen_trees: HashSet<Id> = HashSet::new();
+    let mut seen_data: HashSet<Id> = HashSet::new();
+    for info in repo.backend().list("snapshots/")? {
+        let snap = object_id(&info.key, "snapshots/")
+            .and_then(|id| repo.load_snapshot(&id).map(|s| (id, s)));
+        let (sid, snap) = match snap {
+            Ok(s) => s,
+            Err(e) => {
+                r.errors.push(e.to_string());
+                continue;
+            }
+        };
+        r.snapshots += 1;
+        let mut stack = vec![(snap.tree, String::new())];
+        while let Some((tid, path)) = stack.pop() {
+            if !seen_trees.insert(tid) {
+                continue;
+            }
+            let tree = match trees.load(&tid) {
+                Ok(t) => t,
+                Err(e) => {
+                    r.errors
+                        .push(format!("snapshot {}: {}: {e}", sid.short(), display(&path)));
+                    continue;
+                }
+            };
+            for n in &tree.nodes {
+                let p = format!("{path}/{}", n.name);
+                match n.kind {
+                    NodeKind::Dir => match n.subtree {
+                        Some(sub) => stack.push((sub, p)),
+                        None => r.errors.push(format!(
+                            "snapshot {}: {p}: directory without a tree",
+                            sid.short()
+                        )),
+                    },
+                    NodeKind::File => {
+                        for b in &n.content {
+                            if seen_data.insert(*b) && !index.contains(b) {
+                                r.errors.push(format!(
+                                    "snapshot {}: {p}: data blob {} is not in any index",
+                                    sid.short(),
+                                    b.short()
+                                ));
+                            }
+                        }
+                    }
+                    NodeKind::Symlink => {}
+                }
+            }
+        }
+    }
+    r.trees = seen_trees.len() as u64;
+    r.data_blobs = seen_data.len() as u64;
+
+    // Full reads.
+    let mut to_read: Vec<Id> = header_ok
+        .iter()
+        .copied()
+        .filter(|id| match read_data {
+            ReadData::None => false,
+            ReadData::All => true,
+            ReadData::Fraction(f) => {
+                let x = u64::from_le_bytes(crate::crypto::random_bytes());
+                (x as f64 / u64::MAX as f64) < f
+            }
+            ReadData::Part(n, t) => {
+                u32::from_le_bytes(id.0[..4].try_into().expect("4")) % t == n - 1
+            }
+        })
+        .collect();
+    to_read.sort();
+    r.packs_read = to_read.len() as u64;
+    let read_errors = crate::parallel::map(to_read, 2, |id| verify_pack(repo, &id, sizes[&id]));
+    for e in read_errors.into_iter().flatten() {
+        r.errors.push(e);
+    }
+    Ok(r)
+}
+
+fn display(p: &str) -> &str {
+    if p.is_empty() { "/" } else { p }
+}
+
+/// Downloads a pack and verifies its hash, header and every blob. Returns the problems found.
+fn verify_pack(repo: &Repository, id: &Id, size: u64) -> Vec<String> {
+    let key = pack::pack_key(id);
+    let bytes = match repo.backend().get(&key) {
+        Ok(b) => b,
+        Err(e) => return vec![e.to_string()],
+    };
+    let mut errs = Vec::new();
+    if bytes.len() as u64 != size || Id::of_bytes(&bytes) != *id {
+        errs.push(format!(
+            "{key}: contents do not match the pack's name (hash): the pack is damaged"
+        ));
+    }
+    let entries = match pack::header_len(&key, &bytes, bytes.len() as u64).and_then(|n| {
+        let end = bytes.len() - 4;
+        pack::decode_header(
+            repo.key(),
+            &key,
+            &bytes[end - n as usize..end],
+            bytes.len() as u64,
+        )
+    }) {
+        Ok(e) => e,
+        Err(e) => {
+            errs.push(e.to_string());
+            return errs;
+        }
+    };
+    for e in &entries {
+        let blob = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+        if let Err(err) = repo.open_blob(id, e, blob) {
+            errs.push(format!("{key}: {err}"));
+        }
+    }
+    errs
+}

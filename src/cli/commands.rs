@@ -1,0 +1,427 @@
+//! One function per command: parse validated settings out of the raw arguments, call the
+//! library, print a text summary or JSON.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::{Cli, Command, Global, KeyCommand, password};
+use crate::backend;
+use crate::backup::{self, BackupOptions, Source};
+use crate::check::{self, ReadData};
+use crate::error::{Error, Result};
+use crate::format;
+use crate::progress::ProgressMode;
+use crate::repository::keys::KdfParams;
+use crate::repository::{InitOptions, Repository};
+use crate::restore::{self, RestoreOptions};
+
+/// Dispatches a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> Result<u8> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init(a) => {
+            let chunk_sizes = a
+                .chunk_sizes
+                .as_deref()
+                .map(parse_chunk_sizes)
+                .transpose()?;
+            let backend = backend::open(repo_location(g)?)?;
+            let pw = password::repository(g.password_file.as_deref(), true)?;
+            let opts = InitOptions {
+                pack_size: a
+                    .pack_size_mib
+                    .checked_mul(1 << 20)
+                    .ok_or_else(|| Error::invalid("--pack-size-mib is too large"))?,
+                compression_level: a.compression,
+                kdf: KdfParams {
+                    m_cost: a.kdf_memory_kib,
+                    t_cost: a.kdf_time,
+                    p_cost: 1,
+                },
+                chunk_sizes,
+            };
+            let repo = Repository::init(backend, &pw, &opts)?;
+            if g.json {
+                println!(
+                    "{}",
+                    json!({"id": repo.config().id, "location": repo.backend().location()})
+                );
+            } else {
+                println!(
+                    "created lifeboat repository {} at {}",
+                    &repo.config().id[..10],
+                    repo.backend().location()
+                );
+                println!("Keep the password safe: without it the data cannot be restored.");
+            }
+            Ok(0)
+        }
+        Command::Backup(a) => {
+            let repo = open(g)?;
+            let source = match &a.stdin_from_command {
+                Some(cmd) => Source::Command {
+                    command: cmd.clone(),
+                    filename: a.stdin_filename.clone().unwrap_or_default(),
+                },
+                None => Source::Paths(a.paths.clone()),
+            };
+            let name = match (&a.name, &source) {
+                (Some(n), _) => n.clone(),
+                (None, Source::Paths(p)) => default_name(p),
+                (None, Source::Command { filename, .. }) => filename.clone(),
+            };
+            let mut opts = BackupOptions::new(name);
+            opts.tags = a.tags.clone();
+            opts.labels = parse_labels(&a.labels)?;
+            opts.excludes = a.excludes.clone();
+            opts.compression_level = a.compression;
+            opts.force = a.force;
+            if let Some(t) = a.threads {
+                opts.threads = t.max(1);
+            }
+            opts.progress = progress_mode(g);
+            if let Some(p) = &a.parent {
+                opts.parent = Some(repo.find_snapshot(p, None)?.0);
+            }
+            let out = backup::backup(&repo, &source, &opts)?;
+            let stats = repo.stats();
+            let s = &out.snapshot.summary;
+            if g.json {
+                println!(
+                    "{}",
+                    json!({"snapshot": out.id.to_hex(), "short_id": out.id.short(), "summary": s,
+                           "warnings": out.warnings, "requests": stats})
+                );
+            } else if !g.quiet {
+                println!(
+                    "snapshot {} saved (volume {:?})\n  files: {} new, {} changed, {} unmodified; {} dirs\n  added {} ({} stored) in {} data + {} tree blobs, {} packs\n  processed {} in {}\n  requests: {stats}",
+                    out.id.short(),
+                    out.snapshot.name,
+                    s.files_new,
+                    s.files_changed,
+                    s.files_unmodified,
+                    s.dirs,
+                    format::bytes(s.bytes_added),
+                    format::bytes(s.bytes_stored),
+                    s.data_blobs_added,
+                    s.tree_blobs_added,
+                    s.packs_written,
+                    format::bytes(s.total_bytes),
+                    format::seconds(s.duration_seconds),
+                );
+                if s.packs_adopted > 0 {
+                    println!(
+                        "  adopted {} pack(s) left by an interrupted backup",
+                        s.packs_adopted
+                    );
+                }
+            }
+            if !out.warnings.is_empty() {
+                eprintln!(
+                    "lifeboat: snapshot {} is partial: {} file(s) or directories could not be read (see warnings above)",
+                    out.id.short(),
+                    out.warnings.len()
+                );
+                return Ok(3);
+            }
+            Ok(0)
+        }
+        Command::Snapshots(a) => {
+            let repo = open(g)?;
+            let snaps: Vec<_> = repo
+                .snapshots()?
+                .into_iter()
+                .filter(|(_, s)| a.name.as_ref().is_none_or(|n| &s.name == n))
+                .collect();
+            if g.json {
+                let v: Vec<_> = snaps
+                    .iter()
+                    .map(|(id, s)| {
+                        let mut o = serde_json::to_value(s).expect("snapshot serializes");
+                        o["id"] = json!(id.to_hex());
+                        o["short_id"] = json!(id.short());
+                        o
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                println!(
+                    "{:<8}  {:<19}  {:<20}  {:<10}  paths",
+                    "ID", "time (UTC)", "name", "size"
+                );
+                for (id, s) in &snaps {
+                    println!(
+                        "{:<8}  {:<19}  {:<20}  {:<10}  {}{}",
+                        id.short(),
+                        s.time.format("%Y-%m-%d %H:%M:%S"),
+                        s.name,
+                        format::bytes(s.summary.total_bytes),
+                        s.paths.join(", "),
+                        if s.tags.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  [{}]", s.tags.join(","))
+                        }
+                    );
+                }
+                println!("{} snapshot(s)", snaps.len());
+            }
+            Ok(0)
+        }
+        Command::Ls(a) => {
+            let repo = open(g)?;
+            let (_, snap) = repo.find_snapshot(&a.snapshot, a.name.as_deref())?;
+            let entries = crate::ls::list(&repo, &snap, a.path.as_deref().unwrap_or(""))?;
+            if g.json {
+                println!("{}", serde_json::to_string(&entries).expect("serializes"));
+            } else {
+                for e in entries {
+                    if a.long {
+                        let t = match e.kind {
+                            crate::repository::tree::NodeKind::Dir => 'd',
+                            crate::repository::tree::NodeKind::File => '-',
+                            crate::repository::tree::NodeKind::Symlink => 'l',
+                        };
+                        let target = e.target.map(|t| format!(" -> {t}")).unwrap_or_default();
+                        println!(
+                            "{t}{:04o} {:>12} {} {}{target}",
+                            e.mode,
+                            e.size,
+                            e.mtime.format("%Y-%m-%d %H:%M:%S"),
+                            e.path
+                        );
+                    } else {
+                        println!("{}", e.path);
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Restore(a) => {
+            let repo = open(g)?;
+            let (id, snap) = repo.find_snapshot(&a.snapshot, a.name.as_deref())?;
+            let mut opts = RestoreOptions::new(&a.target);
+            opts.include = a.include.clone();
+            opts.overwrite = a.overwrite;
+            if let Some(t) = a.threads {
+                opts.threads = t.max(1);
+            }
+            opts.progress = progress_mode(g);
+            let started = std::time::Instant::now();
+            let out = restore::restore(&repo, &snap, &opts)?;
+            let secs = started.elapsed().as_secs_f64();
+            let stats = repo.stats();
+            for e in &out.errors {
+                eprintln!("lifeboat: restore: {e}");
+            }
+            if g.json {
+                println!(
+                    "{}",
+                    json!({"snapshot": id.to_hex(), "target": a.target, "restored": out,
+                           "duration_seconds": secs, "requests": stats})
+                );
+            } else if !g.quiet {
+                println!(
+                    "restored snapshot {} to {}: {} files ({}), {} dirs, {} symlinks, {} hard links in {}\n  requests: {stats}",
+                    id.short(),
+                    a.target.display(),
+                    out.files,
+                    format::bytes(out.bytes),
+                    out.dirs,
+                    out.symlinks,
+                    out.hardlinks,
+                    format::seconds(secs)
+                );
+            }
+            if !out.errors.is_empty() {
+                return Err(Error::invalid(format!(
+                    "restore incomplete: {} problem(s), listed above; the other files were restored and verified",
+                    out.errors.len()
+                )));
+            }
+            Ok(0)
+        }
+        Command::Check(a) => {
+            let repo = open(g)?;
+            let rd = match (&a.read_data, &a.read_data_subset) {
+                (true, _) => ReadData::All,
+                (false, Some(s)) => s.parse()?,
+                (false, None) => ReadData::None,
+            };
+            let r = check::check(&repo, rd)?;
+            let stats = repo.stats();
+            if g.json {
+                println!("{}", json!({"report": r, "requests": stats}));
+            } else {
+                for w in &r.warnings {
+                    eprintln!("warning: {w}");
+                }
+                for e in &r.errors {
+                    eprintln!("error: {e}");
+                }
+                println!(
+                    "checked {} snapshots, {} trees, {} data blobs, {} packs ({} read in full)\n  requests: {stats}",
+                    r.snapshots, r.trees, r.data_blobs, r.packs, r.packs_read
+                );
+            }
+            if !r.errors.is_empty() {
+                return Err(Error::invalid(format!(
+                    "check found {} problem(s) in the repository, listed above",
+                    r.errors.len()
+                )));
+            }
+            if !g.json {
+                println!("no errors were found");
+            }
+            Ok(0)
+        }
+        Command::Key(k) => key_command(g, k),
+        Command::Cat(a) => {
+            let repo = open(g)?;
+            let out = match (a.kind.as_str(), a.id.as_deref()) {
+                ("config", _) => repo.config_json(),
+                ("snapshot", Some(id)) => {
+                    let (_, s) = repo.find_snapshot(id, None)?;
+                    serde_json::to_string_pretty(&s).expect("serializes")
+                }
+                ("tree", Some(id)) => {
+                    let index = repo.load_index()?;
+                    let t = crate::repository::TreeLoader::new(&repo, &index).load(&id.parse()?)?;
+                    serde_json::to_string_pretty(&t).expect("serializes")
+                }
+                ("index", Some(id)) => {
+                    let files = repo.index_files()?;
+                    let (iid, f) = files
+                        .iter()
+                        .find(|(i, _)| i.to_hex().starts_with(id))
+                        .ok_or_else(|| Error::invalid(format!("no live index object {id}")))?;
+                    let packs: Vec<_> = f
+                        .packs
+                        .iter()
+                        .map(|(p, e)| json!({"pack": p.to_hex(), "blobs": e.iter().map(|e| json!({
+                            "id": e.id.to_hex(), "type": e.kind, "offset": e.offset, "length": e.length,
+                            "raw_length": e.raw_length, "compressed": e.compressed()})).collect::<Vec<_>>()}))
+                        .collect();
+                    serde_json::to_string_pretty(
+                        &json!({"id": iid.to_hex(), "supersedes": f.supersedes, "packs": packs}),
+                    )
+                    .expect("serializes")
+                }
+                (k, None) if k != "config" => {
+                    return Err(Error::invalid(format!("cat {k} needs an id")));
+                }
+                (k, _) => {
+                    return Err(Error::invalid(format!(
+                        "cannot cat {k:?}: choose config, snapshot, index or tree"
+                    )));
+                }
+            };
+            println!("{out}");
+            Ok(0)
+        }
+        Command::Demo(a) => super::demo::run(&a.dir),
+    }
+}
+
+fn key_command(g: &Global, k: KeyCommand) -> Result<u8> {
+    let repo = open(g)?;
+    match k {
+        KeyCommand::Add(n) => {
+            let pw = password::new_password(n.new_password_file.as_deref())?;
+            let id = repo.add_key(&pw, KdfParams::default())?;
+            println!("added key {}", &id[..8]);
+        }
+        KeyCommand::List => {
+            let keys = repo.list_keys()?;
+            if g.json {
+                println!("{}", serde_json::to_string(&keys).expect("serializes"));
+            } else {
+                println!(" {:<8}  {:<20}  {:<20}  created", "ID", "user", "host");
+                for k in keys {
+                    println!(
+                        "{}{:<8}  {:<20}  {:<20}  {}",
+                        if k.current { "*" } else { " " },
+                        &k.id[..8],
+                        k.username,
+                        k.hostname,
+                        k.created.format("%Y-%m-%d %H:%M:%S")
+                    );
+                }
+            }
+        }
+        KeyCommand::Remove { id } => {
+            let removed = repo.remove_key(&id)?;
+            println!("removed key {}", &removed[..8]);
+        }
+        KeyCommand::Passwd(n) => {
+            let pw = password::new_password(n.new_password_file.as_deref())?;
+            let id = repo.change_password(&pw, KdfParams::default())?;
+            println!(
+                "password changed: key {} replaced by {}",
+                &repo.current_key()[..8],
+                &id[..8]
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn repo_location(g: &Global) -> Result<&str> {
+    g.repo.as_deref().ok_or_else(|| {
+        Error::invalid("no repository given: pass --repo PATH or set LIFEBOAT_REPOSITORY")
+    })
+}
+
+fn open(g: &Global) -> Result<Repository> {
+    let backend = backend::open(repo_location(g)?)?;
+    let pw = password::repository(g.password_file.as_deref(), false)?;
+    Repository::open(backend, &pw)
+}
+
+fn progress_mode(g: &Global) -> ProgressMode {
+    if g.quiet || g.json {
+        ProgressMode::Quiet
+    } else {
+        ProgressMode::Auto
+    }
+}
+
+/// Default volume name: the absolute paths, so repeated backups of the same paths chain.
+fn default_name(paths: &[std::path::PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn parse_labels(raw: &[String]) -> Result<BTreeMap<String, String>> {
+    raw.iter()
+        .map(|l| {
+            l.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| Error::invalid(format!("--label {l:?} must look like KEY=VALUE")))
+        })
+        .collect()
+}
+
+fn parse_chunk_sizes(s: &str) -> Result<(u32, u32, u32)> {
+    let v: Vec<u32> = s
+        .split(',')
+        .map(|x| x.trim().parse::<u32>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::invalid(format!("--chunk-sizes {s:?} must be min,avg,max in bytes")))?;
+    match v.as_slice() {
+        [a, b, c] => Ok((*a, *b, *c)),
+        _ => Err(Error::invalid(format!(
+            "--chunk-sizes {s:?} must be min,avg,max in bytes"
+        ))),
+    }
+}

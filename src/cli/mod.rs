@@ -1,0 +1,269 @@
+//! Command-line interface, following restic's conventions: `lifeboat [-r REPO] COMMAND`, the
+//! repository also from `LIFEBOAT_REPOSITORY`, the password from `LIFEBOAT_PASSWORD(_FILE)`,
+//! `--password-file` or a prompt. Errors are printed once, as one line, by `main`.
+//!
+//! Exit codes: 0 success; 1 error; 2 usage error; 3 backup written but some files unreadable, or
+//! restore finished with some files missing; 10 no repository at the location; 12 wrong password.
+
+mod commands;
+mod demo;
+mod password;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::Error;
+
+/// Encrypted, deduplicated backups that ride along with your app.
+#[derive(Parser, Debug)]
+#[command(name = "lifeboat", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command takes.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Repository: a directory path, `file:PATH`, or (with S3 support) `s3:…`.
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "LIFEBOAT_REPOSITORY",
+        global = true,
+        hide_env_values = true
+    )]
+    repo: Option<String>,
+    /// Read the password from this file.
+    #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Only errors and warnings; no progress.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More log detail (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a new repository.
+    Init(InitArgs),
+    /// Back up files and directories, or a command's output, as a new snapshot.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(SnapshotsArgs),
+    /// List files in a snapshot.
+    Ls(LsArgs),
+    /// Restore a snapshot into a directory.
+    Restore(RestoreArgs),
+    /// Verify the repository's structure, and optionally its data.
+    Check(CheckArgs),
+    /// Manage the passwords (key objects) that open the repository.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Print a decrypted repository object, for debugging.
+    Cat(CatArgs),
+    /// Back up and restore a generated sample directory in a local repository, and verify it.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Debug)]
+struct InitArgs {
+    /// Target pack size in MiB (Storj: keep well above 0.05 and at most 64).
+    #[arg(long, default_value_t = 32)]
+    pack_size_mib: u32,
+    /// Default zstd level (1-22).
+    #[arg(long, default_value_t = 3)]
+    compression: i32,
+    /// Argon2id memory in KiB for the first key.
+    #[arg(long, hide = true, default_value_t = 64 * 1024)]
+    kdf_memory_kib: u32,
+    /// Argon2id passes.
+    #[arg(long, hide = true, default_value_t = 3)]
+    kdf_time: u32,
+    /// Chunk sizes `min,avg,max` in bytes (tests use small ones).
+    #[arg(long, hide = true)]
+    chunk_sizes: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct BackupArgs {
+    /// Files and directories to back up.
+    paths: Vec<PathBuf>,
+    /// Volume name: snapshots with the same name form one history. Default: the paths.
+    #[arg(long, env = "LIFEBOAT_NAME")]
+    name: Option<String>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Label the snapshot, `KEY=VALUE` (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Skip paths matching this glob (full path or base name; repeatable).
+    #[arg(long = "exclude", short = 'e')]
+    excludes: Vec<String>,
+    /// Stream this command's stdout into the snapshot as one file (`sh -c CMD`).
+    #[arg(long, requires = "stdin_filename", conflicts_with = "paths")]
+    stdin_from_command: Option<String>,
+    /// File name for --stdin-from-command.
+    #[arg(long)]
+    stdin_filename: Option<String>,
+    /// Read every file, ignoring the parent snapshot.
+    #[arg(long)]
+    force: bool,
+    /// Use this snapshot as the parent instead of the latest with the same name.
+    #[arg(long)]
+    parent: Option<String>,
+    /// zstd level for this backup.
+    #[arg(long)]
+    compression: Option<i32>,
+    /// Worker threads per stage (default: CPU count).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct SnapshotsArgs {
+    /// Only snapshots of this volume name.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct LsArgs {
+    /// Snapshot id (prefix) or `latest`.
+    snapshot: String,
+    /// Only this path and what is below it.
+    path: Option<String>,
+    /// With `latest`: the latest of this volume name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Long listing: type, mode, size, mtime.
+    #[arg(short, long)]
+    long: bool,
+}
+
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    /// Snapshot id (prefix) or `latest`.
+    snapshot: String,
+    /// With `latest`: the latest of this volume name.
+    #[arg(long, env = "LIFEBOAT_NAME")]
+    name: Option<String>,
+    /// Directory to restore into (a single-path snapshot's contents land directly in it).
+    #[arg(long, short = 't')]
+    target: PathBuf,
+    /// Restore only this snapshot path (repeatable), as `ls` shows it or relative to the
+    /// backed-up directory.
+    #[arg(long = "include", short = 'i')]
+    include: Vec<String>,
+    /// Restore into a non-empty target, replacing files in the way.
+    #[arg(long)]
+    overwrite: bool,
+    /// Concurrent pack readers.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// Download and verify every pack.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    read_data: bool,
+    /// Download and verify a subset: `N%` or `n/t`.
+    #[arg(long)]
+    read_data_subset: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Add a password (new password from --new-password-file, LIFEBOAT_NEW_PASSWORD or a prompt).
+    Add(NewPassword),
+    /// List key objects.
+    List,
+    /// Remove a key object by id prefix.
+    Remove {
+        /// Key id (prefix).
+        id: String,
+    },
+    /// Replace the current password.
+    Passwd(NewPassword),
+}
+
+#[derive(Args, Debug)]
+struct NewPassword {
+    /// File holding the new password.
+    #[arg(long, env = "LIFEBOAT_NEW_PASSWORD_FILE")]
+    new_password_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct CatArgs {
+    /// `config`, `snapshot`, `index` or `tree`.
+    kind: String,
+    /// Object id (snapshot and index: prefix or full; tree: full blob id).
+    id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Working directory for the sample data, repository and restore.
+    #[arg(long, default_value = "lifeboat-demo")]
+    dir: PathBuf,
+}
+
+/// Parses arguments, runs the command, prints any error as one line, returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    match commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("lifeboat: {}", one_line(&e));
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn one_line(e: &Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        let m = inner.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = inner.source();
+    }
+    s.replace('\n', " ")
+}
+
+fn init_logging(g: &Global) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (g.quiet, g.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "lifeboat=warn",
+        (false, 1) => "lifeboat=info",
+        _ => "lifeboat=debug",
+    };
+    let filter =
+        EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if std::env::var("LIFEBOAT_LOG_FORMAT").as_deref() == Ok("json") {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.without_time().try_init();
+    }
+}

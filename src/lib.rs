@@ -1,0 +1,26 @@
+//! lifeboat: encrypted, deduplicated backups of an app's volume to a directory or S3 (Storj),
+//! made to ride along with the app on Akash and restore it onto a fresh lease before it starts.
+//!
+//! The data path, one module per stage:
+//! [`backup`] (walk → [`chunker`] → keyed BLAKE3 → dedup → zstd → [`crypto`] → pack → upload to a
+//! [`backend`]), and its mirror [`restore`]. [`repository`] owns the stored format
+//! (docs/FORMAT.md); [`check`] verifies it.
+
+pub mod backend;
+pub mod backup;
+pub mod check;
+pub mod chunker;
+pub mod cli;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod id;
+pub mod ls;
+pub mod parallel;
+pub mod progress;
+pub mod repository;
+pub mod restore;
+pub mod sysinfo;
+
+pub use error::{Error, Result};
+pub use id::Id;

@@ -1,0 +1,550 @@
+//! An open repository: a backend plus the master key and config. Every read and write of a
+//! repository object goes through here, so the layout (`config`, `keys/`, `data/`, `index/`,
+//! `snapshots/`) lives in one place; docs/FORMAT.md describes it byte by byte.
+
+pub mod config;
+pub mod index;
+pub mod keys;
+pub mod pack;
+pub mod snapshot;
+pub mod tree;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::backend::{Backend, Counting, Payload, PutMode, PutOutcome, RequestStats};
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+use config::{Config, FORMAT_VERSION};
+use index::{Index, IndexFile};
+use keys::{KdfParams, KeyFile};
+use pack::{BlobType, PackEntry};
+use snapshot::{SNAPSHOT_VERSION, Snapshot};
+use tree::Tree;
+
+/// Options fixed at `init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+    /// Default zstd level.
+    pub compression_level: i32,
+    /// Argon2id cost of the first key.
+    pub kdf: KdfParams,
+    /// Override chunk sizes (min, avg, max); tests use small ones.
+    pub chunk_sizes: Option<(u32, u32, u32)>,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            pack_size: config::DEFAULT_PACK_SIZE,
+            compression_level: 3,
+            kdf: KdfParams::default(),
+            chunk_sizes: None,
+        }
+    }
+}
+
+/// A repository opened with a password.
+pub struct Repository {
+    backend: Counting<Box<dyn Backend>>,
+    key: MasterKey,
+    config: Config,
+    key_name: String,
+}
+
+/// A key object as shown by `key list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    /// Full id.
+    pub id: String,
+    /// Whether this is the key that opened the repository.
+    pub current: bool,
+    /// Who added it.
+    pub username: String,
+    /// Where it was added.
+    pub hostname: String,
+    /// When it was added.
+    pub created: chrono::DateTime<chrono::Utc>,
+}
+
+impl Repository {
+    /// Creates a new repository. Writes the key first and the config last, so a crash in between
+    /// leaves no config (no repository) rather than a config nobody can open.
+    pub fn init(backend: Box<dyn Backend>, password: &str, opts: &InitOptions) -> Result<Self> {
+        let location = backend.location();
+        match backend.get("config") {
+            Ok(_) => return Err(Error::AlreadyInitialized { location }),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        check_password(password)?;
+        let mut cfg = Config::new(opts.pack_size, opts.compression_level);
+        if let Some((min, avg, max)) = opts.chunk_sizes {
+            cfg.chunker.min_size = min;
+            cfg.chunker.avg_size = avg;
+            cfg.chunker.max_size = max;
+        }
+        cfg.chunker.validate()?;
+        if !(1..=22).contains(&cfg.compression_level) {
+            return Err(Error::invalid(format!(
+                "compression level {} is outside zstd's 1-22",
+                cfg.compression_level
+            )));
+        }
+        if !(1 << 20..=1 << 30).contains(&cfg.pack_size) {
+            return Err(Error::invalid("pack size must be between 1 MiB and 1 GiB"));
+        }
+        backend.create()?;
+        let key = MasterKey::generate();
+        let key_file = KeyFile::create(&key, password, opts.kdf)?.to_bytes();
+        let key_name = format!("keys/{}", Id::of_bytes(&key_file));
+        backend.put(&key_name, Payload::Bytes(&key_file), PutMode::IfAbsent)?;
+        let sealed = key
+            .data()
+            .seal(&serde_json::to_vec(&cfg).expect("config serializes"));
+        if backend.put("config", Payload::Bytes(&sealed), PutMode::IfAbsent)?
+            == PutOutcome::AlreadyExists
+        {
+            let _ = backend.delete(&key_name);
+            return Err(Error::AlreadyInitialized { location });
+        }
+        Ok(Repository {
+            backend: Counting::new(backend),
+            key,
+            config: cfg,
+            key_name,
+        })
+    }
+
+    /// Opens an existing repository with a password.
+    pub fn open(backend: Box<dyn Backend>, password: &str) -> Result<Self> {
+        let backend = Counting::new(backend);
+        let sealed_config = match backend.get("config") {
+            Ok(c) => c,
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::NoRepository {
+                    location: backend.location(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let keys = backend.list("keys/")?;
+        for info in &keys {
+            let bytes = backend.get(&info.key)?;
+            let key_file = match KeyFile::parse(&bytes, &info.key) {
+                Ok(k) => k,
+                Err(e @ Error::NewerFormat { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!("skipping {}: {e}", info.key);
+                    continue;
+                }
+            };
+            let Some(key) = key_file.open(password, &info.key)? else {
+                continue;
+            };
+            // A key left by an interrupted init may open but not match this config: try the next.
+            let Ok(plain) = key.data().open(&sealed_config, &|| "config".into()) else {
+                continue;
+            };
+            let cfg = parse_config(&plain)?;
+            return Ok(Repository {
+                backend,
+                key,
+                config: cfg,
+                key_name: info.key.clone(),
+            });
+        }
+        Err(Error::WrongPassword { keys: keys.len() })
+    }
+
+    /// The backend, with request accounting.
+    pub fn backend(&self) -> &dyn Backend {
+        &self.backend
+    }
+
+    /// Requests made through this repository so far.
+    pub fn stats(&self) -> RequestStats {
+        self.backend.stats()
+    }
+
+    /// The master key.
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    /// The decoded config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The config as stored, decrypted (for `cat config`).
+    pub fn config_json(&self) -> String {
+        serde_json::to_string_pretty(&self.config).expect("config serializes")
+    }
+
+    /// Reads every live index object (those no other index supersedes).
+    pub fn index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        let listed = self.backend.list("index/")?;
+        let files: Vec<(Id, IndexFile)> =
+            crate::parallel::map(listed, 8, |info| -> Result<(Id, IndexFile)> {
+                let id = object_id(&info.key, "index/")?;
+                let bytes = self.backend.get(&info.key)?;
+                verify_object_id(&info.key, &id, &bytes)?;
+                Ok((id, IndexFile::decode(&self.key, &info.key, &bytes)?))
+            })
+            .into_iter()
+            .collect::<Result<_>>()?;
+        let superseded: std::collections::HashSet<Id> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
+        Ok(files
+            .into_iter()
+            .filter(|(id, _)| !superseded.contains(id))
+            .collect())
+    }
+
+    /// Builds the in-memory index from all live index objects.
+    pub fn load_index(&self) -> Result<Index> {
+        let mut idx = Index::default();
+        for (_, f) in self.index_files()? {
+            for (pack, entries) in &f.packs {
+                idx.add_pack(*pack, entries);
+            }
+        }
+        Ok(idx)
+    }
+
+    /// Stores an index object under the hash of its bytes.
+    pub fn save_index(&self, f: &IndexFile) -> Result<Id> {
+        let bytes = f.encode(&self.key);
+        let id = Id::of_bytes(&bytes);
+        self.backend.put(
+            &format!("index/{id}"),
+            Payload::Bytes(&bytes),
+            PutMode::IfAbsent,
+        )?;
+        Ok(id)
+    }
+
+    /// Stores a snapshot; the last write of a backup.
+    pub fn save_snapshot(&self, s: &Snapshot) -> Result<Id> {
+        let bytes = self
+            .key
+            .data()
+            .seal(&serde_json::to_vec(s).expect("snapshot serializes"));
+        let id = Id::of_bytes(&bytes);
+        self.backend.put(
+            &format!("snapshots/{id}"),
+            Payload::Bytes(&bytes),
+            PutMode::IfAbsent,
+        )?;
+        Ok(id)
+    }
+
+    /// Loads one snapshot.
+    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let key = format!("snapshots/{id}");
+        let bytes = self.backend.get(&key)?;
+        verify_object_id(&key, id, &bytes)?;
+        let plain = self.key.data().open(&bytes, &|| key.clone())?;
+        parse_snapshot(&plain, &key)
+    }
+
+    /// All snapshots, oldest first. Damaged ones are returned as errors by `check`; here they
+    /// are skipped with a warning so one bad object does not hide the others.
+    pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let listed = self.backend.list("snapshots/")?;
+        let mut out = Vec::new();
+        let loaded = crate::parallel::map(listed, 8, |info| -> Result<(Id, Snapshot)> {
+            let id = object_id(&info.key, "snapshots/")?;
+            Ok((id, self.load_snapshot(&id)?))
+        });
+        for r in loaded {
+            match r {
+                Ok(s) => out.push(s),
+                Err(e @ Error::NewerFormat { .. }) => return Err(e),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Resolves `latest` (optionally for one volume name) or a unique id prefix.
+    pub fn find_snapshot(&self, spec: &str, name: Option<&str>) -> Result<(Id, Snapshot)> {
+        let all = self.snapshots()?;
+        if spec == "latest" {
+            return all
+                .into_iter()
+                .rev()
+                .find(|(_, s)| name.is_none_or(|n| s.name == n))
+                .ok_or_else(|| match name {
+                    Some(n) => Error::invalid(format!("no snapshot for volume name {n:?} yet")),
+                    None => Error::invalid("the repository has no snapshots yet"),
+                });
+        }
+        if spec.len() < 4 || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::invalid(format!(
+                "{spec:?} is not a snapshot id: give `latest` or at least 4 hex digits of an id from `lifeboat snapshots`"
+            )));
+        }
+        let spec = spec.to_ascii_lowercase();
+        let mut hits: Vec<_> = all
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&spec))
+            .collect();
+        match hits.len() {
+            1 => Ok(hits.pop().expect("one")),
+            0 => Err(Error::invalid(format!("no snapshot with id {spec}"))),
+            n => Err(Error::invalid(format!(
+                "{n} snapshots start with {spec}: give more digits"
+            ))),
+        }
+    }
+
+    /// Decrypts, decompresses and verifies one blob read from its pack.
+    pub fn open_blob(&self, pack: &Id, e: &PackEntry, sealed: &[u8]) -> Result<Vec<u8>> {
+        let what = || format!("blob {} in pack {}", e.id.short(), pack.short());
+        let plain = self.key.data().open(sealed, &what)?;
+        let data = if e.compressed() {
+            let mut out = Vec::with_capacity(e.raw_length as usize);
+            zstd::stream::copy_decode(&plain[..], &mut out)
+                .map_err(|err| Error::corrupt(what(), format!("zstd: {err}")))?;
+            out
+        } else {
+            plain
+        };
+        if data.len() != e.raw_length as usize {
+            return Err(Error::corrupt(
+                what(),
+                format!("length {} instead of {}", data.len(), e.raw_length),
+            ));
+        }
+        if self.key.blob_id(&data) != e.id {
+            return Err(Error::corrupt(what(), "content does not match its id"));
+        }
+        Ok(data)
+    }
+
+    /// Reads one blob with a ranged read.
+    pub fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
+        let loc = index
+            .get(id)
+            .ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in any index"))?;
+        let pack = index.pack_id(loc.pack);
+        let sealed =
+            self.backend
+                .get_range(&pack::pack_key(&pack), loc.offset as u64, loc.length as u64)?;
+        self.open_blob(&pack, &loc.entry(*id), &sealed)
+    }
+
+    /// Reads and parses a pack's header with one ranged read of its tail (two for huge headers).
+    pub fn read_pack_header(&self, pack: &Id, size: u64) -> Result<Vec<PackEntry>> {
+        let key = pack::pack_key(pack);
+        let probe = size.min(pack::HEADER_PROBE);
+        let tail = self.backend.get_range(&key, size - probe, probe)?;
+        let hlen = pack::header_len(&key, &tail, size)?;
+        let sealed = if hlen + 4 <= probe {
+            tail[(probe - hlen - 4) as usize..(probe - 4) as usize].to_vec()
+        } else {
+            self.backend.get_range(&key, size - hlen - 4, hlen)?
+        };
+        pack::decode_header(&self.key, &key, &sealed, size)
+    }
+
+    /// Adds a key for `password`.
+    pub fn add_key(&self, password: &str, kdf: KdfParams) -> Result<String> {
+        check_password(password)?;
+        let bytes = KeyFile::create(&self.key, password, kdf)?.to_bytes();
+        let id = Id::of_bytes(&bytes);
+        self.backend.put(
+            &format!("keys/{id}"),
+            Payload::Bytes(&bytes),
+            PutMode::IfAbsent,
+        )?;
+        Ok(id.to_hex())
+    }
+
+    /// Lists key objects.
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for info in self.backend.list("keys/")? {
+            let k = KeyFile::parse(&self.backend.get(&info.key)?, &info.key)?;
+            out.push(KeyInfo {
+                id: info.key.trim_start_matches("keys/").to_string(),
+                current: info.key == self.key_name,
+                username: k.username,
+                hostname: k.hostname,
+                created: k.created,
+            });
+        }
+        out.sort_by_key(|k| k.created);
+        Ok(out)
+    }
+
+    /// Removes a key by id prefix. Refuses to remove the key in use (so the last key cannot go).
+    pub fn remove_key(&self, prefix: &str) -> Result<String> {
+        let keys = self.list_keys()?;
+        let hits: Vec<_> = keys.iter().filter(|k| k.id.starts_with(prefix)).collect();
+        let k = match hits.as_slice() {
+            [k] => *k,
+            [] => return Err(Error::invalid(format!("no key with id {prefix}"))),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "several keys start with {prefix}: give more digits"
+                )));
+            }
+        };
+        if k.current {
+            return Err(Error::invalid(
+                "refusing to remove the key this session opened the repository with; open with another key first",
+            ));
+        }
+        self.backend.delete(&format!("keys/{}", k.id))?;
+        Ok(k.id.clone())
+    }
+
+    /// Replaces the current key with one for `new_password`.
+    pub fn change_password(&self, new_password: &str, kdf: KdfParams) -> Result<String> {
+        let id = self.add_key(new_password, kdf)?;
+        self.backend.delete(&self.key_name)?;
+        Ok(id)
+    }
+
+    /// The id of the key that opened the repository.
+    pub fn current_key(&self) -> &str {
+        self.key_name.trim_start_matches("keys/")
+    }
+}
+
+fn check_password(password: &str) -> Result<()> {
+    if password.is_empty() {
+        return Err(Error::invalid(
+            "an empty password is not allowed: set LIFEBOAT_PASSWORD or LIFEBOAT_PASSWORD_FILE",
+        ));
+    }
+    Ok(())
+}
+
+fn parse_config(plain: &[u8]) -> Result<Config> {
+    #[derive(serde::Deserialize)]
+    struct V {
+        version: u32,
+    }
+    let v: V = serde_json::from_slice(plain)
+        .map_err(|e| Error::corrupt("config", format!("bad JSON: {e}")))?;
+    if v.version > FORMAT_VERSION {
+        return Err(Error::NewerFormat {
+            object: "config".into(),
+            found: v.version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let cfg: Config = serde_json::from_slice(plain)
+        .map_err(|e| Error::corrupt("config", format!("bad JSON: {e}")))?;
+    cfg.chunker
+        .validate()
+        .map_err(|e| Error::corrupt("config", e.to_string()))?;
+    Ok(cfg)
+}
+
+fn parse_snapshot(plain: &[u8], name: &str) -> Result<Snapshot> {
+    #[derive(serde::Deserialize)]
+    struct V {
+        version: u32,
+    }
+    let v: V = serde_json::from_slice(plain)
+        .map_err(|e| Error::corrupt(name, format!("bad JSON: {e}")))?;
+    if v.version > SNAPSHOT_VERSION {
+        return Err(Error::NewerFormat {
+            object: name.into(),
+            found: v.version,
+            supported: SNAPSHOT_VERSION,
+        });
+    }
+    serde_json::from_slice(plain).map_err(|e| Error::corrupt(name, format!("bad JSON: {e}")))
+}
+
+/// Parses the id at the end of an object key like `index/<hex>` or `data/ab/<hex>`.
+pub fn object_id(key: &str, prefix: &str) -> Result<Id> {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    name.parse()
+        .map_err(|_| Error::corrupt(key, format!("unexpected object name under {prefix}")))
+}
+
+/// Checks that stored bytes hash to the name they are stored under.
+pub fn verify_object_id(key: &str, id: &Id, bytes: &[u8]) -> Result<()> {
+    if Id::of_bytes(bytes) != *id {
+        return Err(Error::corrupt(
+            key,
+            "contents do not match the object's name (hash)",
+        ));
+    }
+    Ok(())
+}
+
+/// Loads tree blobs, fetching each tree pack whole once: a snapshot's trees are packed together,
+/// so walking a parent snapshot costs a few GETs instead of one per directory.
+pub struct TreeLoader<'a> {
+    repo: &'a Repository,
+    index: &'a Index,
+    packs: Mutex<HashMap<u32, Arc<Vec<u8>>>>,
+}
+
+impl<'a> TreeLoader<'a> {
+    /// Packs kept in memory at once (a tree pack is at most the pack size).
+    const MAX_CACHED_PACKS: usize = 4;
+
+    /// A loader over `index`.
+    pub fn new(repo: &'a Repository, index: &'a Index) -> Self {
+        TreeLoader {
+            repo,
+            index,
+            packs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Loads and parses one tree.
+    pub fn load(&self, id: &Id) -> Result<Tree> {
+        let loc = *self
+            .index
+            .get(id)
+            .ok_or_else(|| Error::corrupt(format!("tree {}", id.short()), "not in any index"))?;
+        if loc.kind != BlobType::Tree {
+            return Err(Error::corrupt(
+                format!("tree {}", id.short()),
+                "indexed as a data blob",
+            ));
+        }
+        let pack_id = self.index.pack_id(loc.pack);
+        let cached = self.packs.lock().expect("lock").get(&loc.pack).cloned();
+        let pack = match cached {
+            Some(p) => p,
+            None => {
+                let bytes = Arc::new(self.repo.backend.get(&pack::pack_key(&pack_id))?);
+                let mut packs = self.packs.lock().expect("lock");
+                if packs.len() >= Self::MAX_CACHED_PACKS {
+                    packs.clear();
+                }
+                packs.insert(loc.pack, bytes.clone());
+                bytes
+            }
+        };
+        let end = loc.offset as usize + loc.length as usize;
+        if end > pack.len() {
+            return Err(Error::corrupt(
+                pack::pack_key(&pack_id),
+                "shorter than its index entries say",
+            ));
+        }
+        let plain =
+            self.repo
+                .open_blob(&pack_id, &loc.entry(*id), &pack[loc.offset as usize..end])?;
+        Tree::from_bytes(&plain, id)
+    }
+}

@@ -1,0 +1,81 @@
+//! Snapshot objects (`snapshots/<id>`): the only thing that makes a backup visible. Written last,
+//! after every pack and index it depends on, so an interrupted backup never shows up.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::id::Id;
+
+/// Highest snapshot version this build reads.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// A committed backup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    /// Format version.
+    pub version: u32,
+    /// When the backup started.
+    pub time: DateTime<Utc>,
+    /// The volume's stable name: "latest snapshot of this volume" groups by it.
+    pub name: String,
+    /// Absolute source paths (or the stdin file name).
+    pub paths: Vec<String>,
+    /// Host that made it.
+    pub hostname: String,
+    /// User that made it.
+    pub username: String,
+    /// User tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Free-form labels, e.g. Akash owner/provider/dseq.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// How the data was captured: `files`, `stdin`, later `pause`/`dump`.
+    pub method: String,
+    /// Root tree: one node per backup path, named by its base name.
+    pub tree: Id,
+    /// The snapshot used to skip unchanged files, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Id>,
+    /// Version of lifeboat that wrote it.
+    pub program_version: String,
+    /// What the backup did.
+    pub summary: Summary,
+}
+
+/// Statistics of one backup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    /// Files read because they were new.
+    pub files_new: u64,
+    /// Files read because they changed.
+    pub files_changed: u64,
+    /// Files taken from the parent without reading.
+    pub files_unmodified: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Entries that could not be read (the snapshot is partial).
+    pub errors: u64,
+    /// Data blobs added to the repository.
+    pub data_blobs_added: u64,
+    /// Tree blobs added.
+    pub tree_blobs_added: u64,
+    /// Bytes read from source files.
+    pub bytes_read: u64,
+    /// Plaintext bytes of new blobs.
+    pub bytes_added: u64,
+    /// Stored (compressed, sealed) bytes of new blobs.
+    pub bytes_stored: u64,
+    /// Total size of all files in the snapshot.
+    pub total_bytes: u64,
+    /// Total number of files in the snapshot.
+    pub total_files: u64,
+    /// Packs uploaded.
+    pub packs_written: u64,
+    /// Packs left by an interrupted run and adopted.
+    pub packs_adopted: u64,
+    /// Wall time.
+    pub duration_seconds: f64,
+}
