@@ -83,6 +83,8 @@ struct FileState {
 
 /// Blob → every (file, offset) it must be written to.
 type Dests = Vec<(usize, u64)>;
+/// One pack's needed blobs, by offset.
+type PackBlobs = BTreeMap<u32, (Id, BlobLocation, Dests)>;
 
 struct Plan {
     dirs: Vec<(PathBuf, Node)>,
@@ -110,7 +112,7 @@ pub fn restore(
     }
 
     // Map every needed blob to its destinations, grouped by pack.
-    let mut by_pack: HashMap<u32, BTreeMap<u32, (Id, BlobLocation, Dests)>> = HashMap::new();
+    let mut by_pack: HashMap<u32, PackBlobs> = HashMap::new();
     let counters = Arc::new(Counters::default());
     for (fi, f) in plan.files.iter().enumerate() {
         counters.files_total.fetch_add(1, Relaxed);
@@ -151,8 +153,7 @@ pub fn restore(
 
     let reporter = Reporter::start(opts.progress, "restore", counters.clone());
     let errors = Mutex::new(std::mem::take(&mut plan.errors));
-    let mut packs: Vec<(u32, BTreeMap<u32, (Id, BlobLocation, Dests)>)> =
-        by_pack.into_iter().collect();
+    let mut packs: Vec<(u32, PackBlobs)> = by_pack.into_iter().collect();
     packs.sort_by_key(|(p, _)| *p);
     let queue = Mutex::new(packs.into_iter());
     std::thread::scope(|s| {
@@ -216,10 +217,10 @@ pub fn restore(
             errors.push(e.to_string());
         }
     }
-    if let Some(node) = &plan.root_meta {
-        if let Err(e) = apply_meta(&opts.target, node) {
-            errors.push(e.to_string());
-        }
+    if let Some(node) = &plan.root_meta
+        && let Err(e) = apply_meta(&opts.target, node)
+    {
+        errors.push(e.to_string());
     }
     out.errors = errors;
     Ok(out)
@@ -418,7 +419,7 @@ fn restore_pack(
     repo: &Repository,
     index: &Index,
     pack_pos: u32,
-    blobs: BTreeMap<u32, (Id, BlobLocation, Dests)>,
+    blobs: PackBlobs,
     files: &[FileState],
     counters: &Counters,
     errors: &Mutex<Vec<String>>,

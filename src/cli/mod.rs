@@ -251,7 +251,7 @@ fn init_logging(g: &Global) {
     use tracing_subscriber::EnvFilter;
     let default = match (g.quiet, g.verbose) {
         (true, _) => "warn",
-        (false, 0) => "lifeboat=warn",
+        (false, 0) => "lifeboat=info",
         (false, 1) => "lifeboat=info",
         _ => "lifeboat=debug",
     };

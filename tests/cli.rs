@@ -1,0 +1,417 @@
+//! The command line: exit codes, one-line errors that name the problem, JSON output, keys,
+//! command streaming.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn wrong_password_and_missing_repository_have_their_own_exit_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let out = lifeboat(&repo).arg("snapshots").output().unwrap();
+    assert_eq!(out.status.code(), Some(10));
+    assert!(
+        stderr(&out).contains("no repository at"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).lines().count(), 1);
+
+    cli_init(&repo);
+    let out = lifeboat(&repo)
+        .env("LIFEBOAT_PASSWORD", "nope")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12));
+    assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+
+    let out = lifeboat(&repo)
+        .env_remove("LIFEBOAT_PASSWORD")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("LIFEBOAT_PASSWORD"),
+        "{}",
+        stderr(&out)
+    );
+
+    // init twice refuses, and the existing repository still opens.
+    let out = lifeboat(&repo).arg("init").output().unwrap();
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert!(
+        lifeboat(&repo)
+            .arg("snapshots")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn repository_of_a_newer_format_is_refused_with_upgrade_advice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    let repo = init_repo(&repo_dir);
+    let mut cfg: serde_json::Value = serde_json::from_str(&repo.config_json()).unwrap();
+    cfg["version"] = 2.into();
+    let sealed = repo.key().data().seal(&serde_json::to_vec(&cfg).unwrap());
+    fs::write(repo_dir.join("config"), sealed).unwrap();
+    let out = lifeboat(&repo_dir).arg("snapshots").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("format version 2") && stderr(&out).contains("upgrade lifeboat"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn unreadable_files_give_a_partial_snapshot_and_exit_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let src = tmp.path().join("src");
+    write(&src.join("ok.txt"), b"fine");
+    write(&src.join("secret.txt"), b"unreadable");
+    fs::set_permissions(src.join("secret.txt"), fs::Permissions::from_mode(0o000)).unwrap();
+    let repo = tmp.path().join("repo");
+    cli_init(&repo);
+    // Run as an unprivileged user when we are root, since root reads mode-000 files.
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        std::process::Command::new("chmod")
+            .args(["-R", "a+rwX"])
+            .arg(&repo)
+            .status()
+            .unwrap();
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_lifeboat"),
+        ])
+        .env("LIFEBOAT_REPOSITORY", &repo)
+        .env("LIFEBOAT_PASSWORD", PASSWORD);
+        c
+    } else {
+        let mut c = lifeboat(&repo);
+        c.arg("--");
+        c
+    };
+    let out = cmd
+        .args(["backup", "--name", "v"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("secret.txt"), "{}", stderr(&out));
+    let ls = lifeboat(&repo).args(["ls", "latest"]).output().unwrap();
+    let listing = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        listing.contains("/src/ok.txt") && !listing.contains("secret"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn stdin_from_command_streams_a_dump_and_fails_without_a_snapshot_on_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    cli_init(&repo);
+    let out = lifeboat(&repo)
+        .args([
+            "backup",
+            "--stdin-from-command",
+            "seq 1 100000",
+            "--stdin-filename",
+            "dump.sql",
+            "--name",
+            "db",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let target = tmp.path().join("t");
+    let r = lifeboat(&repo)
+        .args(["restore", "latest", "--name", "db", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", stderr(&r));
+    let expected: String = (1..=100000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(
+        fs::read_to_string(target.join("dump.sql")).unwrap(),
+        expected
+    );
+
+    let out = lifeboat(&repo)
+        .args([
+            "backup",
+            "--stdin-from-command",
+            "echo partial; exit 3",
+            "--stdin-filename",
+            "dump.sql",
+            "--name",
+            "db",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("exit status: 3") && stderr(&out).contains("no snapshot"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(objects(&repo, "snapshots").len(), 1);
+}
+
+#[test]
+fn json_outputs_parse_and_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write(&src.join("a/b.txt"), b"hello");
+    let repo = tmp.path().join("repo");
+    cli_init(&repo);
+    let b = lifeboat(&repo)
+        .args([
+            "backup",
+            "--json",
+            "--tag",
+            "nightly",
+            "--label",
+            "akash.dseq=42",
+            "--name",
+            "vol",
+        ])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(b.status.success(), "{}", stderr(&b));
+    let b: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    assert_eq!(b["summary"]["files_new"], 1);
+    assert!(b["requests"]["put"].as_u64().unwrap() >= 3);
+    let s = lifeboat(&repo)
+        .args(["snapshots", "--json"])
+        .output()
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+    assert_eq!(s[0]["id"], b["snapshot"]);
+    assert_eq!(s[0]["name"], "vol");
+    assert_eq!(s[0]["tags"][0], "nightly");
+    assert_eq!(s[0]["labels"]["akash.dseq"], "42");
+    let ls = lifeboat(&repo)
+        .args(["ls", "latest", "/src/a", "--json"])
+        .output()
+        .unwrap();
+    let ls: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    assert_eq!(ls.as_array().unwrap().len(), 2);
+    assert_eq!(ls[1]["path"], "/src/a/b.txt");
+    let t = tmp.path().join("t");
+    let r = lifeboat(&repo)
+        .args(["restore", "latest", "--json", "--target"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(r["restored"]["files"], 1);
+
+    let bad = lifeboat(&repo)
+        .args(["backup", "--label", "novalue"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(stderr(&bad).contains("KEY=VALUE"), "{}", stderr(&bad));
+    let bad = lifeboat(&repo)
+        .args(["restore", "zz", "--target"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&bad).contains("not a snapshot id"),
+        "{}",
+        stderr(&bad)
+    );
+    let bad = lifeboat(&repo)
+        .args(["backup"])
+        .arg(tmp.path().join("nope"))
+        .output()
+        .unwrap();
+    assert!(stderr(&bad).contains("does not exist"), "{}", stderr(&bad));
+}
+
+#[test]
+fn restore_into_non_empty_target_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write(&src.join("f"), b"x");
+    let repo = tmp.path().join("repo");
+    cli_init(&repo);
+    assert!(
+        lifeboat(&repo)
+            .arg("backup")
+            .arg(&src)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let t = tmp.path().join("t");
+    write(&t.join("precious"), b"keep me");
+    let r = lifeboat(&repo)
+        .args(["restore", "latest", "--target"])
+        .arg(&t)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        stderr(&r).contains("not empty") && stderr(&r).contains("--overwrite"),
+        "{}",
+        stderr(&r)
+    );
+    assert_eq!(fs::read(t.join("precious")).unwrap(), b"keep me");
+}
+
+#[test]
+fn keys_can_be_added_listed_changed_and_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    cli_init(&repo);
+    let add = lifeboat(&repo)
+        .args(["key", "add"])
+        .env("LIFEBOAT_NEW_PASSWORD", "second")
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "{}", stderr(&add));
+    let list = lifeboat(&repo)
+        .args(["key", "list", "--json"])
+        .output()
+        .unwrap();
+    let keys: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 2);
+    assert!(
+        lifeboat(&repo)
+            .env("LIFEBOAT_PASSWORD", "second")
+            .arg("snapshots")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+
+    // The key in use cannot be removed; the other one can.
+    let current = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rm = lifeboat(&repo)
+        .args(["key", "remove", &current[..8]])
+        .output()
+        .unwrap();
+    assert!(
+        !rm.status.success() && stderr(&rm).contains("refusing"),
+        "{}",
+        stderr(&rm)
+    );
+    let rm = lifeboat(&repo)
+        .args(["key", "remove", &other[..8]])
+        .output()
+        .unwrap();
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    assert_eq!(
+        lifeboat(&repo)
+            .env("LIFEBOAT_PASSWORD", "second")
+            .arg("snapshots")
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(12)
+    );
+
+    let pw = lifeboat(&repo)
+        .args(["key", "passwd"])
+        .env("LIFEBOAT_NEW_PASSWORD", "third")
+        .output()
+        .unwrap();
+    assert!(pw.status.success(), "{}", stderr(&pw));
+    assert_eq!(
+        lifeboat(&repo)
+            .arg("snapshots")
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(12)
+    );
+    assert!(
+        lifeboat(&repo)
+            .env("LIFEBOAT_PASSWORD", "third")
+            .arg("snapshots")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn check_passes_on_a_healthy_repository_and_reads_subsets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write(&src.join("f"), &random_bytes(3 << 20, 3));
+    let repo = tmp.path().join("repo");
+    cli_init(&repo);
+    assert!(
+        lifeboat(&repo)
+            .arg("backup")
+            .arg(&src)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    for args in [
+        vec!["check"],
+        vec!["check", "--read-data"],
+        vec!["check", "--read-data-subset", "50%"],
+        vec!["check", "--read-data-subset", "1/2"],
+    ] {
+        let out = lifeboat(&repo).args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("no errors"));
+    }
+    let bad = lifeboat(&repo)
+        .args(["check", "--read-data-subset", "3/2"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&bad).contains("--read-data-subset"),
+        "{}",
+        stderr(&bad)
+    );
+}

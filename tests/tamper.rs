@@ -1,0 +1,166 @@
+//! Damaged objects: `check` names each one, restore fails loudly for the files it affects, and
+//! snapshots that do not depend on the damage still restore.
+
+mod common;
+
+use std::fs;
+
+use common::*;
+use lifeboat::check::{self, ReadData};
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    repo_dir: std::path::PathBuf,
+    root: std::path::PathBuf,
+}
+
+/// Two volumes with disjoint content, so damage to one leaves the other restorable.
+fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    write(&root.join("a/one.bin"), &random_bytes(300_000, 1));
+    write(&root.join("b/two.bin"), &random_bytes(300_000, 2));
+    let repo_dir = root.join("repo");
+    let repo = init_repo(&repo_dir);
+    backup_dir(&repo, &root.join("a"), "a");
+    backup_dir(&repo, &root.join("b"), "b");
+    assert!(
+        check::check(&repo, ReadData::All)
+            .unwrap()
+            .errors
+            .is_empty()
+    );
+    Setup {
+        _tmp: tmp,
+        repo_dir,
+        root,
+    }
+}
+
+/// The data packs holding volume `name`'s file.
+fn data_pack_of(s: &Setup, name: &str) -> std::path::PathBuf {
+    let repo = open_repo(&s.repo_dir);
+    let index = repo.load_index().unwrap();
+    let (_, snap) = repo.find_snapshot("latest", Some(name)).unwrap();
+    let entries = lifeboat::ls::list(&repo, &snap, "").unwrap();
+    assert!(!entries.is_empty());
+    let tree = lifeboat::repository::TreeLoader::new(&repo, &index)
+        .load(&snap.tree)
+        .unwrap();
+    let sub = lifeboat::repository::TreeLoader::new(&repo, &index)
+        .load(&tree.nodes[0].subtree.unwrap())
+        .unwrap();
+    let blob = sub.nodes[0].content[0];
+    let pack = index.pack_id(index.get(&blob).unwrap().pack);
+    s.repo_dir.join(lifeboat::repository::pack::pack_key(&pack))
+}
+
+#[test]
+fn flipped_byte_in_a_pack_is_found_and_only_its_files_fail() {
+    let s = setup();
+    let pack = data_pack_of(&s, "a");
+    flip_byte(&pack, 100);
+    let repo = open_repo(&s.repo_dir);
+    let report = check::check(&repo, ReadData::All).unwrap();
+    let name = pack.file_name().unwrap().to_string_lossy().to_string();
+    assert!(!report.errors.is_empty());
+    assert!(
+        report.errors.iter().all(|e| e.contains(&name)),
+        "{:?}",
+        report.errors
+    );
+
+    let (_, snap) = repo.find_snapshot("latest", Some("a")).unwrap();
+    let r = lifeboat::restore::restore(
+        &repo,
+        &snap,
+        &lifeboat::restore::RestoreOptions::new(s.root.join("ta")),
+    )
+    .unwrap();
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    assert!(
+        r.errors[0].contains("one.bin") && r.errors[0].contains("damaged"),
+        "{}",
+        r.errors[0]
+    );
+
+    let r = restore_latest(&repo, "b", &s.root.join("tb"));
+    assert!(r.errors.is_empty());
+    assert_eq!(
+        fs::read(s.root.join("tb/two.bin")).unwrap(),
+        random_bytes(300_000, 2)
+    );
+}
+
+#[test]
+fn damaged_pack_header_is_found_without_reading_data() {
+    let s = setup();
+    let pack = data_pack_of(&s, "a");
+    flip_byte(&pack, -10);
+    let report = check::check(&open_repo(&s.repo_dir), ReadData::None).unwrap();
+    let name = pack.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains(&name) && e.contains("pack header")),
+        "{:?}",
+        report.errors
+    );
+}
+
+#[test]
+fn flipped_byte_in_an_index_is_named() {
+    let s = setup();
+    let idx = objects(&s.repo_dir, "index");
+    flip_byte(&idx[0], 50);
+    // Opening and loading the index now fails, naming the object.
+    let repo = open_repo(&s.repo_dir);
+    let err = repo.load_index().unwrap_err().to_string();
+    let name = idx[0].file_name().unwrap().to_string_lossy().to_string();
+    assert!(err.contains(&name), "{err}");
+    let report = check::check(&repo, ReadData::None).unwrap();
+    assert!(
+        report.errors.iter().any(|e| e.contains(&name)),
+        "{:?}",
+        report.errors
+    );
+}
+
+#[test]
+fn flipped_byte_in_a_snapshot_is_named_and_the_other_snapshot_restores() {
+    let s = setup();
+    let repo = open_repo(&s.repo_dir);
+    let (a_id, _) = repo.find_snapshot("latest", Some("a")).unwrap();
+    let snap_file = s.repo_dir.join(format!("snapshots/{a_id}"));
+    flip_byte(&snap_file, 30);
+    let repo = open_repo(&s.repo_dir);
+    let report = check::check(&repo, ReadData::None).unwrap();
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(
+        report.errors[0].contains(&a_id.to_hex()),
+        "{}",
+        report.errors[0]
+    );
+    // Listing skips the damaged snapshot; volume b is unaffected.
+    assert!(repo.find_snapshot("latest", Some("a")).is_err());
+    let r = restore_latest(&repo, "b", &s.root.join("tb"));
+    assert!(r.errors.is_empty());
+}
+
+#[test]
+fn truncated_and_missing_packs_are_reported() {
+    let s = setup();
+    let pack = data_pack_of(&s, "b");
+    let bytes = fs::read(&pack).unwrap();
+    fs::write(&pack, &bytes[..bytes.len() / 2]).unwrap();
+    let report = check::check(&open_repo(&s.repo_dir), ReadData::None).unwrap();
+    assert!(!report.errors.is_empty());
+    fs::remove_file(&pack).unwrap();
+    let report = check::check(&open_repo(&s.repo_dir), ReadData::None).unwrap();
+    assert!(
+        report.errors.iter().any(|e| e.contains("missing")),
+        "{:?}",
+        report.errors
+    );
+}
