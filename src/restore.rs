@@ -35,7 +35,7 @@ pub struct RestoreOptions {
     pub include: Vec<String>,
     /// Allow a non-empty target; existing files in the way are replaced.
     pub overwrite: bool,
-    /// Concurrent pack readers.
+    /// Concurrent pack readers; 0 uses the larger of the CPU count and the backend's hint.
     pub threads: usize,
     /// Progress display.
     pub progress: ProgressMode,
@@ -157,7 +157,13 @@ pub fn restore(
     packs.sort_by_key(|(p, _)| *p);
     let queue = Mutex::new(packs.into_iter());
     std::thread::scope(|s| {
-        for _ in 0..opts.threads.max(1) {
+        let workers = match opts.threads {
+            0 => std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(repo.backend().concurrency()),
+            n => n,
+        };
+        for _ in 0..workers {
             s.spawn(|| {
                 loop {
                     let next = queue.lock().expect("queue").next();

@@ -15,7 +15,9 @@ pub struct RequestStats {
     pub put: u64,
     /// Whole and ranged reads.
     pub get: u64,
-    /// Listing calls.
+    /// Existence checks.
+    pub head: u64,
+    /// Listing calls (pages, for S3).
     pub list: u64,
     /// Deletes.
     pub delete: u64,
@@ -28,7 +30,7 @@ pub struct RequestStats {
 impl RequestStats {
     /// Total requests of all kinds.
     pub fn total(&self) -> u64 {
-        self.put + self.get + self.list + self.delete
+        self.put + self.get + self.head + self.list + self.delete
     }
 }
 
@@ -36,9 +38,10 @@ impl std::fmt::Display for RequestStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} PUT, {} GET, {} LIST, {} DELETE; {} up, {} down",
+            "{} PUT, {} GET, {} HEAD, {} LIST, {} DELETE; {} up, {} down",
             self.put,
             self.get,
+            self.head,
             self.list,
             self.delete,
             crate::format::bytes(self.bytes_up),
@@ -74,11 +77,15 @@ impl<B: Backend> Counting<B> {
 
     /// The counters so far.
     pub fn stats(&self) -> RequestStats {
+        if let Some(real) = self.inner.requests() {
+            return real;
+        }
         RequestStats {
             put: self.put.load(Relaxed),
             get: self.get.load(Relaxed),
             list: self.list.load(Relaxed),
             delete: self.delete.load(Relaxed),
+            head: 0,
             bytes_up: self.up.load(Relaxed),
             bytes_down: self.down.load(Relaxed),
         }
@@ -127,6 +134,12 @@ impl<B: Backend> Backend for Counting<B> {
     fn staging_dir(&self) -> Option<std::path::PathBuf> {
         self.inner.staging_dir()
     }
+    fn requests(&self) -> Option<RequestStats> {
+        self.inner.requests()
+    }
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency()
+    }
 }
 
 impl Backend for Box<dyn Backend> {
@@ -153,5 +166,11 @@ impl Backend for Box<dyn Backend> {
     }
     fn staging_dir(&self) -> Option<std::path::PathBuf> {
         (**self).staging_dir()
+    }
+    fn requests(&self) -> Option<RequestStats> {
+        (**self).requests()
+    }
+    fn concurrency(&self) -> usize {
+        (**self).concurrency()
     }
 }

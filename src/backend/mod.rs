@@ -5,11 +5,15 @@
 
 mod counting;
 mod local;
+mod retry;
+pub mod s3;
 
 use std::path::Path;
 
 pub use counting::{Counting, RequestStats};
 pub use local::LocalBackend;
+pub use retry::{Retry, RetryPolicy};
+pub use s3::{S3Backend, S3Location};
 
 use crate::error::Result;
 
@@ -85,17 +89,32 @@ pub trait Backend: Send + Sync {
     fn staging_dir(&self) -> Option<std::path::PathBuf> {
         None
     }
+
+    /// Real requests sent, when the backend counts them itself (retries and list pages included).
+    /// `None` lets the accounting wrapper count calls instead.
+    fn requests(&self) -> Option<RequestStats> {
+        None
+    }
+
+    /// How many requests are worth having in flight at once (uploads, restore reads).
+    fn concurrency(&self) -> usize {
+        2
+    }
 }
 
-/// Opens the backend a repository string names: a plain path or `file:PATH` is a local directory.
+/// Opens the backend a repository string names: a plain path or `file:PATH` is a local directory;
+/// `s3:https://HOST/BUCKET/PREFIX`, `s3:http://…` or `s3://BUCKET/PREFIX` (endpoint from
+/// `AWS_ENDPOINT_URL`) is S3. Remote backends come wrapped in retries.
 pub fn open(location: &str) -> Result<Box<dyn Backend>> {
+    if location.starts_with("s3:") {
+        let loc = S3Location::parse(location, std::env::var("AWS_ENDPOINT_URL").ok())?;
+        return Ok(Box::new(Retry::new(
+            S3Backend::new(loc)?,
+            RetryPolicy::from_env(),
+        )));
+    }
     if let Some(rest) = location.strip_prefix("file:") {
         return Ok(Box::new(LocalBackend::new(rest)));
-    }
-    if location.starts_with("s3:") || location.starts_with("s3://") {
-        return Err(crate::Error::invalid(format!(
-            "{location}: S3 repositories are not supported by this build yet; use a local directory"
-        )));
     }
     if location.is_empty() {
         return Err(crate::Error::invalid(

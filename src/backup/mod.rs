@@ -71,7 +71,7 @@ pub struct BackupOptions {
     pub parent: Option<Id>,
     /// CPU worker threads per stage.
     pub threads: usize,
-    /// Concurrent pack uploads.
+    /// Concurrent pack uploads; 0 uses the backend's hint.
     pub upload_threads: usize,
     /// Progress display.
     pub progress: ProgressMode,
@@ -92,7 +92,7 @@ impl BackupOptions {
             force: false,
             parent: None,
             threads: cpus,
-            upload_threads: 2,
+            upload_threads: 0,
             progress: ProgressMode::Quiet,
             method: None,
         }
@@ -190,7 +190,7 @@ pub fn backup(repo: &Repository, source: &Source, opts: &BackupOptions) -> Resul
 
     let mut index = repo.load_index()?;
     let adopted = adopt_orphan_packs(repo, &mut index)?;
-    let parent = find_parent(repo, opts)?;
+    let parent = find_parent(repo, &index, opts)?;
 
     let shared = Shared {
         repo,
@@ -226,7 +226,11 @@ pub fn backup(repo: &Repository, source: &Source, opts: &BackupOptions) -> Resul
 
     std::thread::scope(|s| {
         let shared = &shared;
-        for _ in 0..opts.upload_threads.max(1) {
+        let uploaders = match opts.upload_threads {
+            0 => repo.backend().concurrency().max(1),
+            n => n,
+        };
+        for _ in 0..uploaders {
             let rx = pack_rx.clone();
             let tx = done_tx.clone();
             s.spawn(move || upload_stage(shared, rx, tx));
@@ -445,7 +449,11 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
-fn find_parent(repo: &Repository, opts: &BackupOptions) -> Result<Option<(Id, Tree)>> {
+fn find_parent(
+    repo: &Repository,
+    index: &Index,
+    opts: &BackupOptions,
+) -> Result<Option<(Id, Tree)>> {
     if opts.force {
         return Ok(None);
     }
@@ -458,8 +466,7 @@ fn find_parent(repo: &Repository, opts: &BackupOptions) -> Result<Option<(Id, Tr
             .find(|(_, s)| s.name == opts.name),
     };
     let Some((id, s)) = snap else { return Ok(None) };
-    let index = repo.load_index()?;
-    match TreeLoader::new(repo, &index).load(&s.tree) {
+    match TreeLoader::new(repo, index).load(&s.tree) {
         Ok(t) => Ok(Some((id, t))),
         Err(e) => {
             tracing::warn!(

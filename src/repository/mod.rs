@@ -76,6 +76,7 @@ impl Repository {
     /// leaves no config (no repository) rather than a config nobody can open.
     pub fn init(backend: Box<dyn Backend>, password: &str, opts: &InitOptions) -> Result<Self> {
         let location = backend.location();
+        backend.create()?;
         match backend.get("config") {
             Ok(_) => return Err(Error::AlreadyInitialized { location }),
             Err(Error::NotFound { .. }) => {}
@@ -98,7 +99,6 @@ impl Repository {
         if !(1 << 20..=1 << 30).contains(&cfg.pack_size) {
             return Err(Error::invalid("pack size must be between 1 MiB and 1 GiB"));
         }
-        backend.create()?;
         let key = MasterKey::generate();
         let key_file = KeyFile::create(&key, password, opts.kdf)?.to_bytes();
         let key_name = format!("keys/{}", Id::of_bytes(&key_file));

@@ -2,6 +2,10 @@
 //! checks bytes and metadata.
 #![allow(dead_code)]
 
+pub mod conformance;
+pub mod proxy;
+pub mod seaweed;
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

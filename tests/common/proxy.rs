@@ -1,0 +1,281 @@
+//! An HTTP proxy between lifeboat and a real S3 server that injects faults (503 SlowDown, 500,
+//! connection resets before and after forwarding, truncated bodies, delays) and can act like
+//! Storj's gateway: it rejects aws-chunked / checksum-trailer uploads and returns list entries out
+//! of order. One request per connection (`Connection: close`), plain threads.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    SlowDown503,
+    Internal500,
+    ResetBeforeForward,
+    ResetAfterForward,
+    TruncateBody,
+    Delay,
+}
+
+#[derive(Default)]
+pub struct Plan {
+    /// Inject a fault into every Nth request (0: never).
+    pub every: u64,
+    /// Faults used in turn.
+    pub faults: Vec<Fault>,
+    /// Fail every request with 503 (the store is "down").
+    pub down: bool,
+    /// Act like Storj: reject streaming/trailer checksums, reverse list entries.
+    pub strict: bool,
+}
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub plan: Arc<Mutex<Plan>>,
+    pub requests: Arc<AtomicU64>,
+    pub injected: Arc<AtomicU64>,
+    pub rejected_streaming: Arc<AtomicU64>,
+    pub shuffled_lists: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+impl Proxy {
+    pub fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = Proxy {
+            addr: listener.local_addr().unwrap(),
+            plan: Arc::new(Mutex::new(Plan::default())),
+            requests: Arc::default(),
+            injected: Arc::default(),
+            rejected_streaming: Arc::default(),
+            shuffled_lists: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (plan, requests, injected, rejected, shuffled, stop) = (
+            p.plan.clone(),
+            p.requests.clone(),
+            p.injected.clone(),
+            p.rejected_streaming.clone(),
+            p.shuffled_lists.clone(),
+            p.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop.load(SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let n = requests.fetch_add(1, SeqCst) + 1;
+                let (fault, down, strict) = {
+                    let pl = plan.lock().unwrap();
+                    let f = (pl.every > 0 && n % pl.every == 0 && !pl.faults.is_empty())
+                        .then(|| pl.faults[((n / pl.every) as usize) % pl.faults.len()]);
+                    (f, pl.down, pl.strict)
+                };
+                if fault.is_some() || down {
+                    injected.fetch_add(1, SeqCst);
+                }
+                let (rejected, shuffled) = (rejected.clone(), shuffled.clone());
+                std::thread::spawn(move || {
+                    let _ = handle(conn, upstream, fault, down, strict, &rejected, &shuffled);
+                });
+            }
+        });
+        p
+    }
+
+    pub fn set(&self, f: impl FnOnce(&mut Plan)) {
+        f(&mut self.plan.lock().unwrap());
+    }
+}
+
+fn read_head(s: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 4096];
+    loop {
+        let n = s.read(&mut byte)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&byte[..n]);
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).into_owned();
+            return Ok((head, buf[i + 4..].to_vec()));
+        }
+    }
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn respond(s: &mut TcpStream, status: &str, code: &str) -> std::io::Result<()> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+    );
+    write!(
+        s,
+        "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn handle(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    fault: Option<Fault>,
+    down: bool,
+    strict: bool,
+    rejected: &AtomicU64,
+    shuffled: &AtomicU64,
+) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let (head, mut body) = read_head(&mut client)?;
+    let len: usize = header(&head, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while body.len() < len {
+        let mut b = vec![0u8; 65536];
+        let n = client.read(&mut b)?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&b[..n]);
+    }
+    if down {
+        return respond(&mut client, "503 Slow Down", "SlowDown");
+    }
+    if strict {
+        let lower = head.to_ascii_lowercase();
+        if lower.contains("aws-chunked")
+            || lower.contains("streaming-")
+            || lower.contains("x-amz-trailer")
+            || lower.contains("x-amz-checksum-")
+            || lower.contains("x-amz-sdk-checksum-algorithm")
+        {
+            rejected.fetch_add(1, SeqCst);
+            return respond(&mut client, "400 Bad Request", "NotImplemented");
+        }
+    }
+    match fault {
+        Some(Fault::SlowDown503) => return respond(&mut client, "503 Slow Down", "SlowDown"),
+        Some(Fault::Internal500) => {
+            return respond(&mut client, "500 Internal Server Error", "InternalError");
+        }
+        Some(Fault::ResetBeforeForward) => return client.shutdown(Shutdown::Both),
+        Some(Fault::Delay) => std::thread::sleep(Duration::from_millis(300)),
+        _ => {}
+    }
+    // Forward with Connection: close and read the whole answer.
+    let mut up = TcpStream::connect(upstream)?;
+    let mut fixed = String::new();
+    for (i, line) in head.lines().enumerate() {
+        if i > 0 && line.to_ascii_lowercase().starts_with("connection:") {
+            continue;
+        }
+        fixed.push_str(line);
+        fixed.push_str("\r\n");
+    }
+    fixed.push_str("Connection: close\r\n\r\n");
+    up.write_all(fixed.as_bytes())?;
+    up.write_all(&body)?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp)?;
+    if fault == Some(Fault::ResetAfterForward) {
+        return client.shutdown(Shutdown::Both);
+    }
+    let split = find(&resp, b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap_or(resp.len());
+    let (rhead, rbody) = (
+        String::from_utf8_lossy(&resp[..split]).into_owned(),
+        resp[split..].to_vec(),
+    );
+    let mut rbody = if header(&rhead, "transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        dechunk(&rbody)
+    } else {
+        rbody
+    };
+    let is_list = head.starts_with("GET ")
+        && head
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("list-type=2"));
+    if strict && is_list {
+        rbody = reverse_contents(&rbody);
+        shuffled.fetch_add(1, SeqCst);
+    }
+    let mut out = String::new();
+    for line in rhead.trim_end().lines() {
+        let l = line.to_ascii_lowercase();
+        if l.starts_with("content-length:")
+            || l.starts_with("transfer-encoding:")
+            || l.starts_with("connection:")
+        {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        rbody.len()
+    ));
+    client.write_all(out.as_bytes())?;
+    if fault == Some(Fault::TruncateBody) && rbody.len() > 1 {
+        client.write_all(&rbody[..rbody.len() / 2])?;
+        return client.shutdown(Shutdown::Both);
+    }
+    client.write_all(&rbody)
+}
+
+fn dechunk(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(e) = find(&b[i..], b"\r\n") {
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&b[i..i + e])
+                .split(';')
+                .next()
+                .unwrap()
+                .trim(),
+            16,
+        )
+        .unwrap_or(0);
+        i += e + 2;
+        if size == 0 || i + size > b.len() {
+            break;
+        }
+        out.extend_from_slice(&b[i..i + size]);
+        i += size + 2;
+    }
+    out
+}
+
+/// Reverses the order of `<Contents>` entries in a ListObjectsV2 answer.
+fn reverse_contents(body: &[u8]) -> Vec<u8> {
+    let s = String::from_utf8_lossy(body).into_owned();
+    let (Some(first), Some(last)) = (s.find("<Contents>"), s.rfind("</Contents>")) else {
+        return body.to_vec();
+    };
+    let end = last + "</Contents>".len();
+    let mut items: Vec<&str> = s[first..end].split_inclusive("</Contents>").collect();
+    items.reverse();
+    format!("{}{}{}", &s[..first], items.concat(), &s[end..]).into_bytes()
+}
