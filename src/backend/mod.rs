@@ -102,6 +102,24 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// Rejects keys no backend should accept: empty or `.`/`..` components, a leading `/`,
+/// non-printable or non-ASCII bytes, more than 1024 bytes (S3's and Storj's key limit).
+/// Repository keys are always like `data/ab/<64 hex>`; anything else is a bug or hostile input.
+pub fn validate_key(key: &str) -> crate::Result<()> {
+    let ok = !key.is_empty()
+        && key.len() <= 1024
+        && !key.starts_with('/')
+        && key.bytes().all(|b| b.is_ascii_graphic())
+        && !key
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::Error::invalid(format!("invalid object key {key:?}")))
+    }
+}
+
 /// Opens the backend a repository string names: a plain path or `file:PATH` is a local directory;
 /// `s3:https://HOST/BUCKET/PREFIX`, `s3:http://…` or `s3://BUCKET/PREFIX` (endpoint from
 /// `AWS_ENDPOINT_URL`) is S3. Remote backends come wrapped in retries.

@@ -174,12 +174,13 @@ impl S3Backend {
         })
     }
 
-    fn full_key(&self, key: &str) -> String {
-        if self.loc.prefix.is_empty() {
+    fn full_key(&self, key: &str) -> Result<String> {
+        super::validate_key(key)?;
+        Ok(if self.loc.prefix.is_empty() {
             key.to_string()
         } else {
             format!("{}/{key}", self.loc.prefix)
-        }
+        })
     }
 
     /// Turns an SDK error into ours: typed not-found, fail-fast auth errors, retryable transients.
@@ -278,7 +279,7 @@ impl S3Backend {
             .client
             .head_object()
             .bucket(&self.loc.bucket)
-            .key(self.full_key(key))
+            .key(self.full_key(key)?)
             .send()
             .await
         {
@@ -314,7 +315,7 @@ impl S3Backend {
             .client
             .put_object()
             .bucket(&self.loc.bucket)
-            .key(self.full_key(key))
+            .key(self.full_key(key)?)
             .content_length(len as i64)
             .body(body);
         if if_absent {
@@ -339,7 +340,7 @@ impl S3Backend {
     }
 
     async fn put_multipart(&self, key: &str, path: &std::path::Path, len: u64) -> Result<()> {
-        let full = self.full_key(key);
+        let full = self.full_key(key)?;
         self.counters.put.fetch_add(1, Relaxed);
         let created = self
             .client
@@ -469,7 +470,7 @@ impl Backend for S3Backend {
                 .client
                 .get_object()
                 .bucket(&self.loc.bucket)
-                .key(self.full_key(key))
+                .key(self.full_key(key)?)
                 .send()
                 .await
                 .map_err(|e| self.map_err(key, e))?;
@@ -488,7 +489,7 @@ impl Backend for S3Backend {
                 .client
                 .get_object()
                 .bucket(&self.loc.bucket)
-                .key(self.full_key(key))
+                .key(self.full_key(key)?)
                 .range(format!("bytes={}-{}", offset, offset + len - 1))
                 .send()
                 .await
@@ -547,7 +548,11 @@ impl Backend for S3Backend {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let full_prefix = self.full_key(prefix);
+        let full_prefix = if self.loc.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{prefix}", self.loc.prefix)
+        };
         let strip = if self.loc.prefix.is_empty() {
             0
         } else {
@@ -596,7 +601,7 @@ impl Backend for S3Backend {
                 .client
                 .delete_object()
                 .bucket(&self.loc.bucket)
-                .key(self.full_key(key))
+                .key(self.full_key(key)?)
                 .send()
                 .await
             {

@@ -482,7 +482,9 @@ fn find_parent(
 /// them to `index`; returns them so this backup's index lists them too.
 fn adopt_orphan_packs(repo: &Repository, index: &mut Index) -> Result<Vec<(Id, Vec<PackEntry>)>> {
     let mut out = Vec::new();
-    for info in repo.backend().list("data/")? {
+    let listed = repo.backend().list("data/")?;
+    repo.cache_retain("data/", &listed);
+    for info in listed {
         let Ok(id) = crate::repository::object_id(&info.key, "data/") else {
             continue;
         };
@@ -677,11 +679,13 @@ fn pack_stage(
 }
 
 fn upload_pack(repo: &Repository, p: &FinishedPack) -> Result<()> {
-    repo.backend().put(
-        &pack::pack_key(&p.id),
-        Payload::File(&p.file),
-        PutMode::Overwrite,
-    )?;
+    let key = pack::pack_key(&p.id);
+    if p.entries.first().is_some_and(|e| e.kind == BlobType::Tree) {
+        // The next backup walks these trees as its parent: keep them local.
+        repo.cache_file(&key, &p.file);
+    }
+    repo.backend()
+        .put(&key, Payload::File(&p.file), PutMode::Overwrite)?;
     Ok(())
 }
 

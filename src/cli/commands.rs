@@ -243,7 +243,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Check(a) => {
-            let repo = open(g)?;
+            let repo = open_uncached(g)?;
             let rd = match (&a.read_data, &a.read_data_subset) {
                 (true, _) => ReadData::All,
                 (false, Some(s)) => s.parse()?,
@@ -374,6 +374,16 @@ fn repo_location(g: &Global) -> Result<&str> {
 }
 
 fn open(g: &Global) -> Result<Repository> {
+    let location = repo_location(g)?;
+    let repo = open_uncached(g)?;
+    if location.starts_with("s3:") && !g.no_cache {
+        return Ok(repo.with_cache(&crate::repository::cache::default_base()));
+    }
+    Ok(repo)
+}
+
+/// For `check`: everything is read from the repository itself, never from the local cache.
+fn open_uncached(g: &Global) -> Result<Repository> {
     let backend = backend::open(repo_location(g)?)?;
     let pw = password::repository(g.password_file.as_deref(), false)?;
     Repository::open(backend, &pw)

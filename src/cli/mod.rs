@@ -47,6 +47,10 @@ pub struct Global {
     /// Only errors and warnings; no progress.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Do not keep local copies of index, snapshot and tree objects (S3 repositories keep them
+    /// in LIFEBOAT_CACHE_DIR or ~/.cache/lifeboat by default).
+    #[arg(long, global = true)]
+    no_cache: bool,
     /// More log detail (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,

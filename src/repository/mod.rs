@@ -2,6 +2,7 @@
 //! repository object goes through here, so the layout (`config`, `keys/`, `data/`, `index/`,
 //! `snapshots/`) lives in one place; docs/FORMAT.md describes it byte by byte.
 
+pub mod cache;
 pub mod config;
 pub mod index;
 pub mod keys;
@@ -54,6 +55,7 @@ pub struct Repository {
     key: MasterKey,
     config: Config,
     key_name: String,
+    cache: Option<cache::Cache>,
 }
 
 /// A key object as shown by `key list`.
@@ -117,6 +119,7 @@ impl Repository {
             key,
             config: cfg,
             key_name,
+            cache: None,
         })
     }
 
@@ -156,9 +159,48 @@ impl Repository {
                 key,
                 config: cfg,
                 key_name: info.key.clone(),
+                cache: None,
             });
         }
         Err(Error::WrongPassword { keys: keys.len() })
+    }
+
+    /// Keeps local copies of index objects, snapshots and tree packs under `base` (see
+    /// [`cache`]). Worth it when reads cost requests (S3); `check` never uses it.
+    pub fn with_cache(mut self, base: &std::path::Path) -> Self {
+        self.cache = Some(cache::Cache::new(base, &self.config.id));
+        self
+    }
+
+    /// Reads an immutable, content-addressed object through the cache.
+    pub(crate) fn get_immutable(&self, key: &str, id: &Id) -> Result<Vec<u8>> {
+        if let Some(c) = &self.cache
+            && let Some(b) = c.get(key, id)
+        {
+            return Ok(b);
+        }
+        let bytes = self.backend.get(key)?;
+        verify_object_id(key, id, &bytes)?;
+        if let Some(c) = &self.cache {
+            c.put(key, &bytes);
+        }
+        Ok(bytes)
+    }
+
+    /// Drops cached objects under `prefix` that the repository no longer lists.
+    pub(crate) fn cache_retain(&self, prefix: &str, listed: &[crate::backend::ObjectInfo]) {
+        if let Some(c) = &self.cache {
+            let live: std::collections::HashSet<&str> =
+                listed.iter().map(|o| o.key.as_str()).collect();
+            c.retain(prefix, &live);
+        }
+    }
+
+    /// Copies a file about to be uploaded into the cache (tree packs).
+    pub(crate) fn cache_file(&self, key: &str, path: &std::path::Path) {
+        if let Some(c) = &self.cache {
+            c.put_file(key, path);
+        }
     }
 
     /// The backend, with request accounting.
@@ -189,11 +231,11 @@ impl Repository {
     /// Reads every live index object (those no other index supersedes).
     pub fn index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
         let listed = self.backend.list("index/")?;
+        self.cache_retain("index/", &listed);
         let files: Vec<(Id, IndexFile)> =
             crate::parallel::map(listed, 8, |info| -> Result<(Id, IndexFile)> {
                 let id = object_id(&info.key, "index/")?;
-                let bytes = self.backend.get(&info.key)?;
-                verify_object_id(&info.key, &id, &bytes)?;
+                let bytes = self.get_immutable(&info.key, &id)?;
                 Ok((id, IndexFile::decode(&self.key, &info.key, &bytes)?))
             })
             .into_iter()
@@ -223,11 +265,12 @@ impl Repository {
     pub fn save_index(&self, f: &IndexFile) -> Result<Id> {
         let bytes = f.encode(&self.key);
         let id = Id::of_bytes(&bytes);
-        self.backend.put(
-            &format!("index/{id}"),
-            Payload::Bytes(&bytes),
-            PutMode::IfAbsent,
-        )?;
+        let key = format!("index/{id}");
+        self.backend
+            .put(&key, Payload::Bytes(&bytes), PutMode::IfAbsent)?;
+        if let Some(c) = &self.cache {
+            c.put(&key, &bytes);
+        }
         Ok(id)
     }
 
@@ -238,19 +281,19 @@ impl Repository {
             .data()
             .seal(&serde_json::to_vec(s).expect("snapshot serializes"));
         let id = Id::of_bytes(&bytes);
-        self.backend.put(
-            &format!("snapshots/{id}"),
-            Payload::Bytes(&bytes),
-            PutMode::IfAbsent,
-        )?;
+        let key = format!("snapshots/{id}");
+        self.backend
+            .put(&key, Payload::Bytes(&bytes), PutMode::IfAbsent)?;
+        if let Some(c) = &self.cache {
+            c.put(&key, &bytes);
+        }
         Ok(id)
     }
 
     /// Loads one snapshot.
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
         let key = format!("snapshots/{id}");
-        let bytes = self.backend.get(&key)?;
-        verify_object_id(&key, id, &bytes)?;
+        let bytes = self.get_immutable(&key, id)?;
         let plain = self.key.data().open(&bytes, &|| key.clone())?;
         parse_snapshot(&plain, &key)
     }
@@ -259,6 +302,7 @@ impl Repository {
     /// are skipped with a warning so one bad object does not hide the others.
     pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         let listed = self.backend.list("snapshots/")?;
+        self.cache_retain("snapshots/", &listed);
         let mut out = Vec::new();
         let loaded = crate::parallel::map(listed, 8, |info| -> Result<(Id, Snapshot)> {
             let id = object_id(&info.key, "snapshots/")?;
@@ -526,7 +570,10 @@ impl<'a> TreeLoader<'a> {
         let pack = match cached {
             Some(p) => p,
             None => {
-                let bytes = Arc::new(self.repo.backend.get(&pack::pack_key(&pack_id))?);
+                let bytes = Arc::new(
+                    self.repo
+                        .get_immutable(&pack::pack_key(&pack_id), &pack_id)?,
+                );
                 let mut packs = self.packs.lock().expect("lock");
                 if packs.len() >= Self::MAX_CACHED_PACKS {
                     packs.clear();
