@@ -238,6 +238,7 @@ fn injected_faults_are_retried_and_leave_a_clean_repository() {
             Fault::ResetBeforeForward,
             Fault::ResetAfterForward,
             Fault::TruncateBody,
+            Fault::ResetMidBody,
             Fault::Delay,
         ];
     });
@@ -350,4 +351,34 @@ fn storj_strictness_no_streaming_checksums_and_out_of_order_listings() {
         "lifeboat sent a streaming or trailer checksum"
     );
     assert!(proxy.shuffled_lists.load(SeqCst) >= 4);
+}
+
+#[test]
+fn stores_without_conditional_writes_get_the_fallback() {
+    let s = seaweed::server();
+    let proxy = Proxy::start(s.s3);
+    proxy.set(|p| p.no_conditional = true);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    sample_tree(&src, 2);
+    let url = format!("s3:http://{}/noconditional/r", proxy.addr);
+    init(&url);
+    json(cli(&url).args(["backup", "--name", "v"]).arg(&src));
+    // A second init must still refuse: the fallback checks before it writes.
+    let again = cli(&url).arg("init").output().unwrap();
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let target = tmp.path().join("t");
+    json(
+        cli(&url)
+            .args(["restore", "latest", "--target"])
+            .arg(&target),
+    );
+    assert_same_tree(&src, &target);
+    assert!(
+        proxy
+            .rejected_streaming
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 2,
+        "501s were served"
+    );
 }

@@ -16,6 +16,8 @@ pub enum Fault {
     ResetBeforeForward,
     ResetAfterForward,
     TruncateBody,
+    /// Half the body, then a TCP RST (SO_LINGER 0) instead of an orderly close.
+    ResetMidBody,
     Delay,
 }
 
@@ -29,6 +31,8 @@ pub struct Plan {
     pub down: bool,
     /// Act like Storj: reject streaming/trailer checksums, reverse list entries.
     pub strict: bool,
+    /// Answer 501 NotImplemented to conditional writes (`If-None-Match`), like older gateways.
+    pub no_conditional: bool,
 }
 
 pub struct Proxy {
@@ -75,18 +79,20 @@ impl Proxy {
                 }
                 let Ok(conn) = conn else { continue };
                 let n = requests.fetch_add(1, SeqCst) + 1;
-                let (fault, down, strict) = {
+                let (fault, down, strict, no_cond) = {
                     let pl = plan.lock().unwrap();
                     let f = (pl.every > 0 && n % pl.every == 0 && !pl.faults.is_empty())
                         .then(|| pl.faults[((n / pl.every) as usize) % pl.faults.len()]);
-                    (f, pl.down, pl.strict)
+                    (f, pl.down, pl.strict, pl.no_conditional)
                 };
                 if fault.is_some() || down {
                     injected.fetch_add(1, SeqCst);
                 }
                 let (rejected, shuffled) = (rejected.clone(), shuffled.clone());
                 std::thread::spawn(move || {
-                    let _ = handle(conn, upstream, fault, down, strict, &rejected, &shuffled);
+                    let _ = handle(
+                        conn, upstream, fault, down, strict, no_cond, &rejected, &shuffled,
+                    );
                 });
             }
         });
@@ -136,12 +142,14 @@ fn respond(s: &mut TcpStream, status: &str, code: &str) -> std::io::Result<()> {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn handle(
     mut client: TcpStream,
     upstream: SocketAddr,
     fault: Option<Fault>,
     down: bool,
     strict: bool,
+    no_conditional: bool,
     rejected: &AtomicU64,
     shuffled: &AtomicU64,
 ) -> std::io::Result<()> {
@@ -172,6 +180,10 @@ fn handle(
             rejected.fetch_add(1, SeqCst);
             return respond(&mut client, "400 Bad Request", "NotImplemented");
         }
+    }
+    if no_conditional && header(&head, "if-none-match").is_some() {
+        rejected.fetch_add(1, SeqCst);
+        return respond(&mut client, "501 Not Implemented", "NotImplemented");
     }
     match fault {
         Some(Fault::SlowDown503) => return respond(&mut client, "503 Slow Down", "SlowDown"),
@@ -242,7 +254,31 @@ fn handle(
         client.write_all(&rbody[..rbody.len() / 2])?;
         return client.shutdown(Shutdown::Both);
     }
+    if fault == Some(Fault::ResetMidBody) && rbody.len() > 1 {
+        client.write_all(&rbody[..rbody.len() / 2])?;
+        reset(&client);
+        return Ok(());
+    }
     client.write_all(&rbody)
+}
+
+/// Makes the kernel answer the next close with RST instead of FIN.
+fn reset(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a correctly sized linger struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }
 
 fn dechunk(b: &[u8]) -> Vec<u8> {

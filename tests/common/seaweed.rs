@@ -112,6 +112,8 @@ fn start() -> SeaweedFs {
             .arg(format!("-s3.port={}", ports[3]))
             .arg(format!("-s3.config={}", cfg.display()))
             .args(["-master.volumeSizeLimitMB=256", "-volume.max=100"])
+            // Side services on fixed ports would collide with any other SeaweedFS here.
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null());
@@ -129,7 +131,10 @@ fn start() -> SeaweedFs {
             std::thread::park();
         }
     });
-    rx.recv().unwrap();
+    let pid = rx.recv().unwrap();
+    let log_path = std::env::temp_dir()
+        .join(format!("lifeboat-seaweed-{}", std::process::id()))
+        .join("weed.log");
     let addr: SocketAddr = format!("127.0.0.1:{s3_port}").parse().unwrap();
     let start = Instant::now();
     loop {
@@ -139,10 +144,17 @@ fn start() -> SeaweedFs {
                 break;
             }
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "SeaweedFS did not start on {addr}"
-        );
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let alive = !stat.is_empty() && !stat.contains(") Z ");
+        if !alive || start.elapsed() > Duration::from_secs(90) {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let mut tail: Vec<&str> = log.lines().rev().take(15).collect();
+            tail.reverse();
+            panic!(
+                "SeaweedFS did not start on {addr}; its log ends:\n{}",
+                tail.join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(250));
     }
     SeaweedFs { s3: addr }
