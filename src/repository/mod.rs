@@ -263,15 +263,7 @@ impl Repository {
 
     /// Stores an index object under the hash of its bytes.
     pub fn save_index(&self, f: &IndexFile) -> Result<Id> {
-        let bytes = f.encode(&self.key);
-        let id = Id::of_bytes(&bytes);
-        let key = format!("index/{id}");
-        self.backend
-            .put(&key, Payload::Bytes(&bytes), PutMode::IfAbsent)?;
-        if let Some(c) = &self.cache {
-            c.put(&key, &bytes);
-        }
-        Ok(id)
+        self.put_immutable("index", &f.encode(&self.key))
     }
 
     /// Stores a snapshot; the last write of a backup.
@@ -280,12 +272,17 @@ impl Repository {
             .key
             .data()
             .seal(&serde_json::to_vec(s).expect("snapshot serializes"));
-        let id = Id::of_bytes(&bytes);
-        let key = format!("snapshots/{id}");
+        self.put_immutable("snapshots", &bytes)
+    }
+
+    /// Writes `bytes` create-only as `<dir>/<hash of bytes>` (and into the cache); returns the id.
+    fn put_immutable(&self, dir: &str, bytes: &[u8]) -> Result<Id> {
+        let id = Id::of_bytes(bytes);
+        let key = format!("{dir}/{id}");
         self.backend
-            .put(&key, Payload::Bytes(&bytes), PutMode::IfAbsent)?;
+            .put(&key, Payload::Bytes(bytes), PutMode::IfAbsent)?;
         if let Some(c) = &self.cache {
-            c.put(&key, &bytes);
+            c.put(&key, bytes);
         }
         Ok(id)
     }
