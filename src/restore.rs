@@ -357,15 +357,6 @@ fn walk(
         }
     };
     for node in &t.nodes {
-        let name = node.name_os();
-        if name.is_empty() || name == "." || name == ".." || node.name.contains('/') {
-            plan.errors.push(format!(
-                "{}: refusing unsafe entry name {:?}",
-                dir.display(),
-                node.name
-            ));
-            continue;
-        }
         let child_logical = format!("{logical}/{}", node.name);
         add_node(trees, node, dir, &child_logical, includes, plan, links)?;
     }
@@ -385,7 +376,17 @@ fn add_node(
     if !take && !descend {
         return Ok(());
     }
-    let path = dir.join(node.name_os());
+    // Never write outside the target, whatever a tree says.
+    let name = node.name_os();
+    if name.is_empty() || name == "." || name == ".." || name.as_encoded_bytes().contains(&b'/') {
+        plan.errors.push(format!(
+            "{}: refusing unsafe entry name {:?}",
+            dir.display(),
+            node.name
+        ));
+        return Ok(());
+    }
+    let path = dir.join(name);
     match node.kind {
         NodeKind::Dir => {
             plan.dirs.push((path.clone(), node.clone()));

@@ -164,3 +164,72 @@ fn truncated_and_missing_packs_are_reported() {
         report.errors
     );
 }
+
+#[test]
+fn restore_never_writes_outside_the_target() {
+    // A snapshot whose root entries are named `..` and `a/../../x` (only a key holder could write
+    // one; the restorer must refuse it anyway).
+    use lifeboat::repository::tree::{Node, NodeKind, Tree};
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = init_repo(&tmp.path().join("repo"));
+    write(&tmp.path().join("src/f"), b"payload");
+    let good = backup_dir(&repo, &tmp.path().join("src"), "v");
+    let mut evil = Tree::default();
+    for name in ["..", "a/../../x"] {
+        let mut n = Node::new(std::ffi::OsStr::new(name), NodeKind::Dir);
+        n.mode = 0o755;
+        n.subtree = Some(
+            lifeboat::repository::TreeLoader::new(&repo, &repo.load_index().unwrap())
+                .load(&good.snapshot.tree)
+                .unwrap()
+                .nodes[0]
+                .subtree
+                .unwrap(),
+        );
+        evil.nodes.push(n);
+    }
+    // Store the hostile root tree through the normal pipeline's sealing, in its own pack.
+    let bytes = evil.to_bytes();
+    let id = repo.key().blob_id(&bytes);
+    let sealed = repo.key().data().seal(&bytes);
+    let entry = lifeboat::repository::pack::PackEntry {
+        id,
+        kind: lifeboat::repository::pack::BlobType::Tree,
+        flags: 0,
+        offset: 0,
+        length: sealed.len() as u32,
+        raw_length: bytes.len() as u32,
+    };
+    let mut pack = sealed.clone();
+    pack.extend_from_slice(&lifeboat::repository::pack::encode_header(
+        repo.key(),
+        &[entry],
+    ));
+    let pack_id = lifeboat::Id::of_bytes(&pack);
+    write(
+        &tmp.path()
+            .join("repo")
+            .join(lifeboat::repository::pack::pack_key(&pack_id)),
+        &pack,
+    );
+    repo.save_index(&lifeboat::repository::index::IndexFile {
+        supersedes: vec![],
+        packs: vec![(pack_id, vec![entry])],
+    })
+    .unwrap();
+    let mut snap = good.snapshot.clone();
+    snap.tree = id;
+    snap.paths = vec!["/a".into(), "/b".into()];
+    let repo = open_repo(&tmp.path().join("repo"));
+    let target = tmp.path().join("deep/target");
+    let out = lifeboat::restore::restore(
+        &repo,
+        &snap,
+        &lifeboat::restore::RestoreOptions::new(&target),
+    )
+    .unwrap();
+    assert_eq!(out.errors.len(), 2, "{:?}", out.errors);
+    assert!(out.errors.iter().all(|e| e.contains("unsafe entry name")));
+    assert!(!tmp.path().join("deep/f").exists() && !tmp.path().join("x").exists());
+    assert_eq!(out.files, 0);
+}
