@@ -265,6 +265,7 @@ def main():
     backends = a.backends.split(",")
     paths = ensure_tools(tools, a.install or os.environ.get("CI") == "true")
     vol = make_dataset(a.quick)
+    a.volume = vol
     data_bytes = dir_size(vol)
     print(f"dataset: {vol} ({data_bytes / 2**30:.2f} GiB, {sum(1 for _ in vol.rglob('*'))} entries)", flush=True)
     seaweed, endpoint = start_seaweed() if "s3" in backends else (None, None)
@@ -357,6 +358,14 @@ def report(results, sizes, paths, tools, backends, data_bytes, reps, a):
         *lines,
         "",
     ]
+    stages = subprocess.run(["cargo", "run", "--release", "--quiet", "--example", "stages", "--", str(a.volume), "--mib", "512"],
+                            cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    m = re.search(r"machine limit .*≈ (\d+) MB/s", stages)
+    init = results.get(("local", "initial", "lifeboat"))
+    if m and init:
+        achieved = data_bytes / statistics.median([x["wall"] for x in init]) / 1e6
+        stages += f"\n  initial backup (local) achieved {achieved:.0f} MB/s = {100 * achieved / int(m.group(1)):.0f}% of that limit"
+    doc += ["Single-thread stage speeds (`cargo run --release --example stages`), on this dataset:", "", "```", stages, "```", ""]
     chart = make_chart(results, tools, backends, Path(a.out).parent)
     if chart:
         doc += [f"![wall time per step]({chart.name})", ""]
