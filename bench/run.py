@@ -88,8 +88,8 @@ def make_dataset(quick):
     return vol
 
 
-def make_postgres(pgdata, scale=100):
-    """A real PostgreSQL 15 data directory filled by pgbench -i (about 1.5 GB at scale 100)."""
+def make_postgres(pgdata, scale=60):
+    """A real PostgreSQL 15 data directory filled by pgbench -i (about 1.4 GB at scale 60)."""
     bindir = Path("/usr/lib/postgresql/15/bin")
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     sh(["chown", "postgres:postgres", str(pgdata.parent)])
@@ -177,6 +177,7 @@ def start_seaweed():
 class Tool:
     def __init__(self, name, path, backend, endpoint, rep):
         self.name, self.path, self.backend = name, path, backend
+        self.profile_dir = None
         tag = f"{name}-{backend}-{rep}"
         self.env = dict(os.environ, RESTIC_PASSWORD=PASSWORD, RUSTIC_PASSWORD=PASSWORD, LIFEBOAT_PASSWORD=PASSWORD,
                         AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AWS_REGION="us-east-1",
@@ -191,9 +192,14 @@ class Tool:
             self.repo_dir = None
             bucket = tag.lower().replace("_", "-")
             self.repo = f"s3:http://{endpoint}/{bucket}"
-            self.rustic_opts = ["-r", "opendal:s3", "--repo-option", f"bucket={bucket}",
-                                "--repo-option", f"endpoint=http://{endpoint}", "--repo-option", "region=us-east-1",
-                                "--repo-option", f"access_key_id={AK}", "--repo-option", f"secret_access_key={SK}"]
+            # rustic takes opendal options from a profile file, looked up in the working directory.
+            self.profile_dir = WORK / "profiles"
+            self.profile_dir.mkdir(parents=True, exist_ok=True)
+            (self.profile_dir / f"{tag}.toml").write_text(
+                f'[repository]\nrepository = "opendal:s3"\n[repository.options]\nbucket = "{bucket}"\n'
+                f'endpoint = "http://{endpoint}"\nregion = "us-east-1"\naccess_key_id = "{AK}"\n'
+                f'secret_access_key = "{SK}"\nroot = "/"\n')
+            self.rustic_opts = ["-P", tag]
             # Peers differ on whether init creates the bucket; create it for all of them.
             probe = f"s3:http://{endpoint}/{bucket}/.bucket-created"
             subprocess.run([str(ROOT / "target/release/lifeboat"), "-r", probe, "init"], env=self.env,
@@ -208,7 +214,8 @@ class Tool:
 
     def init(self):
         extra = ["--pack-size-mib", "32"] if self.name == "lifeboat" else []
-        sh(self.argv("init", *extra), env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sh(self.argv("init", *extra), env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+           cwd=self.profile_dir)
 
     def backup(self, vol):
         if self.name == "lifeboat":
@@ -223,8 +230,8 @@ class Tool:
         return self.argv("restore", "latest", str(target))
 
 
-def measure(argv, env):
-    t = subprocess.run(["/usr/bin/time", "-v", *argv], env=env, capture_output=True, text=True)
+def measure(argv, env, cwd=None):
+    t = subprocess.run(["/usr/bin/time", "-v", *argv], env=env, capture_output=True, text=True, cwd=cwd)
     if t.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:4])}… failed ({t.returncode}): {t.stderr[-800:]}")
     def field(name):
@@ -279,7 +286,7 @@ def main():
                     t.init()
                 def run(step, make_argv):
                     for t in ts:
-                        m = measure(make_argv(t), t.env)
+                        m = measure(make_argv(t), t.env, t.profile_dir)
                         results.setdefault((backend, step, t.name), []).append(m)
                         print(f"rep {rep + 1} {backend:5} {step:12} {t.name:8} {m['wall']:7.2f}s "
                               f"cpu {m['cpu']:7.2f}s rss {m['rss_mb']:6.0f} MB"
