@@ -379,6 +379,10 @@ def report(results, sizes, paths, tools, backends, data_bytes, reps, a):
     text = "\n".join(doc)
     print(text)
     if not a.quick:
+        marker = "<!-- hand-written notes below are kept by bench/run.py -->"
+        old = Path(a.out).read_text() if Path(a.out).exists() else ""
+        if marker in old:
+            text += "\n" + marker + old.split(marker, 1)[1]
         Path(a.out).write_text(text)
         print(f"wrote {a.out}")
 
