@@ -120,6 +120,13 @@ impl Error {
     }
 }
 
+/// Bare I/O errors (from readers handed to the chunker); callers that know the path re-wrap them.
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::io("read", e)
+    }
+}
+
 /// Adds context to `io::Result`s at the call site.
 pub trait IoContext<T> {
     /// Wraps an I/O error with a description of what was being done (usually a path).

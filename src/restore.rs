@@ -451,10 +451,13 @@ fn restore_pack(
         }
         let range = repo.backend().get_range(&key, start, end - start);
         for (id, loc, dests) in &blobs[i..j] {
-            let result = range.as_ref().map_err(clone_err).and_then(|buf| {
-                let a = (loc.offset as u64 - start) as usize;
-                repo.open_blob(&pack_id, &loc.entry(*id), &buf[a..a + loc.length as usize])
-            });
+            let result = range
+                .as_ref()
+                .map_err(|e| clone_err(&key, e))
+                .and_then(|buf| {
+                    let a = (loc.offset as u64 - start) as usize;
+                    repo.open_blob(&pack_id, &loc.entry(*id), &buf[a..a + loc.length as usize])
+                });
             match result {
                 Ok(data) => {
                     let zero = data.iter().all(|&b| b == 0);
@@ -481,12 +484,11 @@ fn restore_pack(
     }
 }
 
-fn clone_err(e: &Error) -> Error {
+/// One failed ranged read fails every blob in the range; each gets its own copy naming the pack.
+fn clone_err(key: &str, e: &Error) -> Error {
     match e {
-        Error::NotFound { key } => {
-            Error::corrupt(key.clone(), "pack is missing from the repository")
-        }
-        other => Error::corrupt("pack", other.to_string()),
+        Error::NotFound { .. } => Error::corrupt(key, "pack is missing from the repository"),
+        other => Error::corrupt(key, format!("cannot be read: {other}")),
     }
 }
 

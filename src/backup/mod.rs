@@ -329,7 +329,8 @@ pub fn backup(repo: &Repository, source: &Source, opts: &BackupOptions) -> Resul
     let new_packs: Vec<(Id, Vec<PackEntry>)> = done_rx.iter().collect();
     let packs_written = new_packs.len() as u64;
 
-    let mut index_packs = adopted.clone();
+    let packs_adopted = adopted.len() as u64;
+    let mut index_packs = adopted;
     index_packs.extend(new_packs);
     if !index_packs.is_empty() {
         repo.save_index(&IndexFile {
@@ -353,7 +354,7 @@ pub fn backup(repo: &Repository, source: &Source, opts: &BackupOptions) -> Resul
         total_bytes: walk_stats.total_bytes,
         total_files: walk_stats.total_files,
         packs_written,
-        packs_adopted: adopted.len() as u64,
+        packs_adopted,
         duration_seconds: started.elapsed().as_secs_f64(),
     };
     let paths = match source {
@@ -567,12 +568,6 @@ fn chunk_into<R: std::io::Read>(
         Ok(())
     })?;
     Ok(n)
-}
-
-impl From<std::io::Error> for Error {
-    fn from(e: std::io::Error) -> Self {
-        Error::io("read", e)
-    }
 }
 
 /// Compresses (when that helps) and seals one blob.
