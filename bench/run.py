@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / "work"
 PASSWORD = "bench-password"
 AK, SK = "benchkey", "benchsecret"
+LIFEBOAT_BIN = [str(ROOT / "target/release/lifeboat")]
+DEFAULT_OUT = str(ROOT / "docs" / "BENCHMARKS.md")
 STEPS = ["initial", "no-change", "small-change", "restore"]
 
 
@@ -30,9 +32,11 @@ def have(tool):
     return shutil.which(tool) is not None
 
 
-def ensure_tools(tools, install):
-    sh(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
-    paths = {"lifeboat": str(ROOT / "target/release/lifeboat")}
+def ensure_tools(tools, install, lifeboat=None):
+    if lifeboat is None:
+        sh(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    paths = {"lifeboat": lifeboat or str(ROOT / "target/release/lifeboat")}
+    LIFEBOAT_BIN[0] = paths["lifeboat"]
     if "restic" in tools:
         if not have("restic"):
             if not install:
@@ -202,7 +206,7 @@ class Tool:
             self.rustic_opts = ["-P", tag]
             # Peers differ on whether init creates the bucket; create it for all of them.
             probe = f"s3:http://{endpoint}/{bucket}/.bucket-created"
-            subprocess.run([str(ROOT / "target/release/lifeboat"), "-r", probe, "init"], env=self.env,
+            subprocess.run([LIFEBOAT_BIN[0], "-r", probe, "init"], env=self.env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def argv(self, *args):
@@ -265,12 +269,14 @@ def main():
     ap.add_argument("--tools", default="lifeboat,restic,rustic")
     ap.add_argument("--backends", default="local,s3")
     ap.add_argument("--install", action="store_true", help="install missing peers (apt, cargo, pip)")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "BENCHMARKS.md"))
+    ap.add_argument("--out", default=DEFAULT_OUT, help="report file (a --quick run writes one only when this is given)")
+    ap.add_argument("--lifeboat", help="use this lifeboat binary instead of building one")
+    ap.add_argument("--stages", help="use this build of examples/stages instead of `cargo run --example stages`")
     a = ap.parse_args()
     reps = 1 if a.quick else a.reps
     tools = a.tools.split(",")
     backends = a.backends.split(",")
-    paths = ensure_tools(tools, a.install or os.environ.get("CI") == "true")
+    paths = ensure_tools(tools, a.install or os.environ.get("CI") == "true", a.lifeboat)
     vol = make_dataset(a.quick)
     a.volume = vol
     data_bytes = dir_size(vol)
@@ -365,7 +371,8 @@ def report(results, sizes, paths, tools, backends, data_bytes, reps, a):
         *lines,
         "",
     ]
-    stages = subprocess.run(["cargo", "run", "--release", "--quiet", "--example", "stages", "--", str(a.volume), "--mib", "512"],
+    stages_cmd = [a.stages] if a.stages else ["cargo", "run", "--release", "--quiet", "--example", "stages", "--"]
+    stages = subprocess.run([*stages_cmd, str(a.volume), "--mib", "512"],
                             cwd=ROOT, capture_output=True, text=True).stdout.strip()
     m = re.search(r"machine limit .*≈ (\d+) MB/s", stages)
     init = results.get(("local", "initial", "lifeboat"))
@@ -373,12 +380,15 @@ def report(results, sizes, paths, tools, backends, data_bytes, reps, a):
         achieved = data_bytes / statistics.median([x["wall"] for x in init]) / 1e6
         stages += f"\n  initial backup (local) achieved {achieved:.0f} MB/s = {100 * achieved / int(m.group(1)):.0f}% of that limit"
     doc += ["Single-thread stage speeds (`cargo run --release --example stages`), on this dataset:", "", "```", stages, "```", ""]
-    chart = make_chart(results, tools, backends, Path(a.out).parent)
+    chart = make_chart(results, tools, backends, Path(a.out).parent, "benchmarks-quick.png" if a.quick else "benchmarks.png")
     if chart:
         doc += [f"![wall time per step]({chart.name})", ""]
     text = "\n".join(doc)
     print(text)
-    if not a.quick:
+    if a.quick:
+        if a.out != DEFAULT_OUT:
+            Path(a.out).write_text(text)
+    else:
         marker = "<!-- hand-written notes below are kept by bench/run.py -->"
         old = Path(a.out).read_text() if Path(a.out).exists() else ""
         if marker in old:
@@ -387,7 +397,7 @@ def report(results, sizes, paths, tools, backends, data_bytes, reps, a):
         print(f"wrote {a.out}")
 
 
-def make_chart(results, tools, backends, outdir):
+def make_chart(results, tools, backends, outdir, name):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -404,7 +414,7 @@ def make_chart(results, tools, backends, outdir):
         ax.set_ylabel("seconds (median wall time)")
         ax.set_title(f"{backend} repository")
         ax.legend()
-    path = outdir / "benchmarks.png"
+    path = outdir / name
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return path

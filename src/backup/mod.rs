@@ -215,8 +215,8 @@ pub fn backup(repo: &Repository, source: &Source, opts: &BackupOptions) -> Resul
     let threads = opts.threads.max(1);
 
     let (job_tx, job_rx) = bounded::<FileJob>(256);
-    let (raw_tx, raw_rx) = bounded::<RawBlob>(threads * 2);
-    let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(threads * 2);
+    let (raw_tx, raw_rx) = bounded::<RawBlob>(threads);
+    let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(threads);
     let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
     let (done_tx, done_rx) = unbounded::<(Id, Vec<PackEntry>)>();
     let (result_tx, result_rx) = unbounded::<(usize, Result<FileOutcome>)>();

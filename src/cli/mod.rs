@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::Error;
+use crate::repository::keys::KdfParams;
 
 /// Encrypted, deduplicated backups that ride along with your app.
 #[derive(Parser, Debug)]
@@ -87,11 +88,11 @@ struct InitArgs {
     /// Default zstd level (1-22).
     #[arg(long, default_value_t = 3)]
     compression: i32,
-    /// Argon2id memory in KiB for the first key.
-    #[arg(long, hide = true, default_value_t = 64 * 1024)]
+    /// Argon2id memory in KiB for the first key (default: OWASP's 19 MiB floor).
+    #[arg(long, default_value_t = KdfParams::default().m_cost)]
     kdf_memory_kib: u32,
     /// Argon2id passes.
-    #[arg(long, hide = true, default_value_t = 3)]
+    #[arg(long, default_value_t = KdfParams::default().t_cost)]
     kdf_time: u32,
     /// Chunk sizes `min,avg,max` in bytes (tests use small ones).
     #[arg(long, hide = true)]

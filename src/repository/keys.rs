@@ -25,12 +25,14 @@ pub struct KdfParams {
 }
 
 impl Default for KdfParams {
-    /// 64 MiB, 3 passes, 1 lane: about a quarter second on a small container, and memory-hard
-    /// enough that guessing a leaked key object offline is expensive.
+    /// 19 MiB, 2 passes, 1 lane: OWASP's recommended Argon2id floor. Every backup and restore of
+    /// a sidecar pays this once per process, and its memory sets the agent's RSS floor, so it is
+    /// the cheapest setting still memory-hard enough for offline guessing of a leaked key object
+    /// to be expensive. `init --kdf-memory-kib/--kdf-time` raise it; costs are stored per key.
     fn default() -> Self {
         KdfParams {
-            m_cost: 64 * 1024,
-            t_cost: 3,
+            m_cost: 19 * 1024,
+            t_cost: 2,
             p_cost: 1,
         }
     }

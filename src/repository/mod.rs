@@ -353,9 +353,25 @@ impl Repository {
         let what = || format!("blob {} in pack {}", e.id.short(), pack.short());
         let plain = self.key.data().open(sealed, &what)?;
         let data = if e.compressed() {
+            thread_local! {
+                // One decompression context per thread: creating one per blob showed up in
+                // restore profiles.
+                static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                    const { std::cell::RefCell::new(None) };
+            }
             let mut out = Vec::with_capacity(e.raw_length as usize);
-            zstd::stream::copy_decode(&plain[..], &mut out)
-                .map_err(|err| Error::corrupt(what(), format!("zstd: {err}")))?;
+            DCTX.with(|cell| -> Result<()> {
+                let mut slot = cell.borrow_mut();
+                if slot.is_none() {
+                    *slot = Some(
+                        zstd::bulk::Decompressor::new().map_err(|err| Error::io("zstd", err))?,
+                    );
+                }
+                let d = slot.as_mut().expect("set above");
+                d.decompress_to_buffer(&plain[..], &mut out)
+                    .map_err(|err| Error::corrupt(what(), format!("zstd: {err}")))?;
+                Ok(())
+            })?;
             out
         } else {
             plain
