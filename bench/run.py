@@ -273,6 +273,8 @@ def main():
     ap.add_argument("--lifeboat", help="use this lifeboat binary instead of building one")
     ap.add_argument("--stages", help="use this build of examples/stages instead of `cargo run --example stages`")
     a = ap.parse_args()
+    a.lifeboat = a.lifeboat and str(Path(a.lifeboat).resolve())
+    a.stages = a.stages and str(Path(a.stages).resolve())
     reps = 1 if a.quick else a.reps
     tools = a.tools.split(",")
     backends = a.backends.split(",")

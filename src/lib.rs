@@ -6,6 +6,7 @@
 //! [`backend`]), and its mirror [`restore`]. [`repository`] owns the stored format
 //! (docs/FORMAT.md); [`check`] verifies it.
 
+pub mod agent;
 pub mod backend;
 pub mod backup;
 pub mod check;
@@ -13,10 +14,12 @@ pub mod chunker;
 pub mod cli;
 pub mod crypto;
 pub mod error;
+pub mod forget;
 pub mod format;
 pub mod id;
 pub mod ls;
 pub mod parallel;
+pub mod process;
 pub mod progress;
 pub mod repository;
 pub mod restore;

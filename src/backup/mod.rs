@@ -710,16 +710,17 @@ fn stream_command(
     filename: &str,
     raw: &Sender<RawBlob>,
 ) -> Result<Node> {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Command {
-            command: command.into(),
-            message: format!("cannot start: {e}"),
-        })?;
+    let mut child = crate::process::spawn(
+        Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    )
+    .map_err(|e| Error::Command {
+        command: command.into(),
+        message: format!("cannot start: {e}"),
+    })?;
     let stdout = child.stdout.take().expect("piped");
     let mut chunker = Chunker::new(&repo.config().chunker);
     let mut content = Vec::new();
@@ -727,7 +728,9 @@ fn stream_command(
     let status = child.wait().map_err(|e| Error::Command {
         command: command.into(),
         message: e.to_string(),
-    })?;
+    });
+    crate::process::done(child.id());
+    let status = status?;
     let size = streamed?;
     if !status.success() {
         return Err(Error::Command {

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{Cli, Command, Global, KeyCommand, password};
+use super::{Cli, Command, ConfigCommand, Global, KeyCommand, password};
+use crate::agent::config::AgentConfig;
+use crate::agent::gate::GateOutcome;
+use crate::agent::{Mode, RepoAccess};
 use crate::backend;
 use crate::backup::{self, BackupOptions, Source};
 use crate::check::{self, ReadData};
@@ -198,6 +201,92 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
+        Command::Restore(a) if a.if_empty => {
+            let repo = open(g)?;
+            let mut args = crate::agent::config::AgentArgs::from_env()?;
+            args.path = Some(a.target.clone());
+            args.name = Some(a.name.clone().ok_or_else(|| {
+                Error::invalid(
+                    "--if-empty restores a volume by name: pass --name or set LIFEBOAT_NAME",
+                )
+            })?);
+            args.restore_snapshot = (a.snapshot != "latest").then(|| a.snapshot.clone());
+            let cfg = AgentConfig::from_args(&args)?;
+            let outcome = crate::agent::gate::attempt(&repo, &cfg)?;
+            let what = match &outcome {
+                GateOutcome::HasData => "the target has data: nothing restored".to_string(),
+                GateOutcome::Fresh => {
+                    format!("no snapshot of volume {:?} yet: nothing restored", cfg.name)
+                }
+                GateOutcome::Restored {
+                    snapshot,
+                    files,
+                    bytes,
+                } => format!(
+                    "restored snapshot {} to {}: {files} files ({})",
+                    snapshot.short(),
+                    a.target.display(),
+                    format::bytes(*bytes)
+                ),
+                GateOutcome::DumpStaged { file, .. } => {
+                    format!("dump restored to {}", file.display())
+                }
+                GateOutcome::StartedEmptyAfterFailure(e) => e.clone(),
+            };
+            if g.json {
+                println!(
+                    "{}",
+                    json!({"outcome": format!("{outcome:?}"), "message": what})
+                );
+            } else if !g.quiet {
+                println!("{what}");
+            }
+            Ok(0)
+        }
+        Command::Run(a) => {
+            let cfg = AgentConfig::from_args(&a.agent)?;
+            let access = agent_access(g)?;
+            crate::agent::run(cfg, access, Mode::Wrap(a.command.clone()))
+        }
+        Command::Daemon(a) => {
+            let cfg = AgentConfig::from_args(&a.agent)?;
+            let access = agent_access(g)?;
+            crate::agent::run(cfg, access, Mode::Daemon)
+        }
+        Command::Config(ConfigCommand::Check(a)) => {
+            let cfg = AgentConfig::from_args(&a.agent)?;
+            let location = repo_location(g)?.to_string();
+            for (k, v) in cfg.describe(&location) {
+                println!("{k}={v}");
+            }
+            if !cfg.path.is_dir() {
+                println!(
+                    "note: {} does not exist yet; it is created at start",
+                    cfg.path.display()
+                );
+            }
+            let backend = backend::open(&location)?;
+            let pw = password::repository(g.password_file.as_deref(), false)?;
+            match Repository::open(backend, &pw) {
+                Ok(repo) => {
+                    let n = repo
+                        .snapshots()?
+                        .into_iter()
+                        .filter(|(_, s)| s.name == cfg.name)
+                        .count();
+                    println!(
+                        "ok: repository {} opened with the password; {n} snapshot(s) of volume {:?}",
+                        repo.backend().location(),
+                        cfg.name
+                    );
+                }
+                Err(Error::NoRepository { .. }) => println!(
+                    "ok: {location} is reachable and has no repository yet; the agent creates one at start"
+                ),
+                Err(e) => return Err(e),
+            }
+            Ok(0)
+        }
         Command::Restore(a) => {
             let repo = open(g)?;
             let (id, snap) = repo.find_snapshot(&a.snapshot, a.name.as_deref())?;
@@ -365,6 +454,14 @@ fn key_command(g: &Global, k: KeyCommand) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+fn agent_access(g: &Global) -> Result<RepoAccess> {
+    Ok(RepoAccess {
+        location: repo_location(g)?.to_string(),
+        password: password::repository(g.password_file.as_deref(), false)?,
+        cache: !g.no_cache,
+    })
 }
 
 fn repo_location(g: &Global) -> Result<&str> {

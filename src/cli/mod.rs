@@ -9,11 +9,14 @@ mod commands;
 mod demo;
 mod password;
 
+pub use password::read_file as read_secret_file;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::agent::config::AgentArgs;
 use crate::error::Error;
 use crate::repository::keys::KdfParams;
 
@@ -78,6 +81,15 @@ enum Command {
     Cat(CatArgs),
     /// Back up and restore a generated sample directory in a local repository, and verify it.
     Demo(DemoArgs),
+    /// Protect a volume around an app: restore gate, then `APP` as a child with scheduled
+    /// backups and a final one when it stops (the Akash entrypoint wrapper).
+    Run(RunArgs),
+    /// Protect a volume from a sidecar container: restore gate, scheduled backups, a final
+    /// backup on SIGTERM.
+    Daemon(DaemonArgs),
+    /// Check the agent's settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
 
 #[derive(Args, Debug)]
@@ -176,6 +188,33 @@ struct RestoreArgs {
     /// Concurrent pack readers.
     #[arg(long)]
     threads: Option<usize>,
+    /// Init-container mode: restore only when the target is empty (ignoring `lost+found`), with
+    /// the agent's markers, so an interrupted restore is redone and a volume with data is left
+    /// alone.
+    #[arg(long, conflicts_with_all = ["overwrite", "include"])]
+    if_empty: bool,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// The app's command and arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "APP")]
+    command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct DaemonArgs {
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate every setting, reach the repository, try the password, and print the effective
+    /// configuration with secrets redacted.
+    Check(DaemonArgs),
 }
 
 #[derive(Args, Debug)]
@@ -227,6 +266,10 @@ struct DemoArgs {
 
 /// Parses arguments, runs the command, prints any error as one line, returns the exit code.
 pub fn main() -> ExitCode {
+    if let Err(e) = crate::agent::config::load_config_file() {
+        eprintln!("lifeboat: {}", one_line(&e));
+        return ExitCode::from(e.exit_code());
+    }
     let cli = Cli::parse();
     init_logging(&cli.global);
     match commands::run(cli) {

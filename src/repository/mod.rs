@@ -287,6 +287,19 @@ impl Repository {
         Ok(id)
     }
 
+    /// Removes one snapshot object (forget). The data it referenced stays until a prune.
+    pub fn delete_snapshot(&self, id: &Id) -> Result<()> {
+        let key = format!("snapshots/{id}");
+        self.backend.delete(&key)?;
+        if let Some(c) = &self.cache {
+            let listed = self.backend.list("snapshots/")?;
+            let live: std::collections::HashSet<&str> =
+                listed.iter().map(|o| o.key.as_str()).collect();
+            c.retain("snapshots/", &live);
+        }
+        Ok(())
+    }
+
     /// Loads one snapshot.
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
         let key = format!("snapshots/{id}");
@@ -298,6 +311,16 @@ impl Repository {
     /// All snapshots, oldest first. Damaged ones are returned as errors by `check`; here they
     /// are skipped with a warning so one bad object does not hide the others.
     pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        self.load_snapshots(false)
+    }
+
+    /// Like [`Repository::snapshots`], but a damaged snapshot is an error: the restore gate must
+    /// not mistake "the newest snapshot is unreadable" for "there is nothing to restore".
+    pub fn snapshots_strict(&self) -> Result<Vec<(Id, Snapshot)>> {
+        self.load_snapshots(true)
+    }
+
+    fn load_snapshots(&self, strict: bool) -> Result<Vec<(Id, Snapshot)>> {
         let listed = self.backend.list("snapshots/")?;
         self.cache_retain("snapshots/", &listed);
         let mut out = Vec::new();
@@ -309,6 +332,7 @@ impl Repository {
             match r {
                 Ok(s) => out.push(s),
                 Err(e @ Error::NewerFormat { .. }) => return Err(e),
+                Err(e) if strict => return Err(e),
                 Err(e) => tracing::warn!("{e}"),
             }
         }

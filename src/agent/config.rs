@@ -1,0 +1,496 @@
+//! The agent's settings: every one an environment variable (the only configuration channel an
+//! Akash SDL has), each also a flag, optionally a TOML file named by `LIFEBOAT_CONFIG`, and every
+//! secret also as `NAME_FILE`. Validated up front so a typo fails at start, not at 3 a.m.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+
+use super::schedule::Schedule;
+use crate::error::{Error, Result};
+use crate::forget::KeepPolicy;
+use crate::format::parse_duration;
+
+/// The agent's flags; each also reads the environment variable it names.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AgentArgs {
+    /// The volume mount to protect.
+    #[arg(long, env = "LIFEBOAT_PATH")]
+    pub path: Option<PathBuf>,
+    /// The volume's stable name (default: AKASH_OWNER/<mount's base name> on Akash, else the
+    /// absolute path). Never derived from the deployment sequence, which changes every lease.
+    #[arg(long, env = "LIFEBOAT_NAME")]
+    pub name: Option<String>,
+    /// When to back up: cron (5 fields, or 6 with seconds), @hourly/@daily/..., `@every 30s`,
+    /// or `off`.
+    #[arg(long, env = "LIFEBOAT_SCHEDULE", default_value = "@hourly")]
+    pub schedule: String,
+    /// Time zone the schedule's fields are read in.
+    #[arg(long, env = "LIFEBOAT_TIMEZONE", default_value = "UTC")]
+    pub timezone: String,
+    /// Largest per-volume offset added to every scheduled run (e.g. `10m`); fixed per name.
+    #[arg(long, env = "LIFEBOAT_JITTER", default_value = "0s")]
+    pub jitter: String,
+    /// Take a backup as soon as the app is up.
+    #[arg(long, env = "LIFEBOAT_BACKUP_ON_START")]
+    pub backup_on_start: bool,
+    /// Glob to leave out of backups (repeatable, or comma-separated in the variable).
+    #[arg(long = "exclude", env = "LIFEBOAT_EXCLUDE", value_delimiter = ',')]
+    pub excludes: Vec<String>,
+    /// Retention after each backup: keep the newest N snapshots.
+    #[arg(long, env = "LIFEBOAT_KEEP_LAST")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours.
+    #[arg(long, env = "LIFEBOAT_KEEP_HOURLY")]
+    pub keep_hourly: Option<u32>,
+    /// ... of each of the last N days.
+    #[arg(long, env = "LIFEBOAT_KEEP_DAILY")]
+    pub keep_daily: Option<u32>,
+    /// ... of each of the last N weeks.
+    #[arg(long, env = "LIFEBOAT_KEEP_WEEKLY")]
+    pub keep_weekly: Option<u32>,
+    /// ... of each of the last N months.
+    #[arg(long, env = "LIFEBOAT_KEEP_MONTHLY")]
+    pub keep_monthly: Option<u32>,
+    /// ... of each of the last N years.
+    #[arg(long, env = "LIFEBOAT_KEEP_YEARLY")]
+    pub keep_yearly: Option<u32>,
+    /// Keep every snapshot within this long of the newest (e.g. `7d`).
+    #[arg(long, env = "LIFEBOAT_KEEP_WITHIN")]
+    pub keep_within: Option<String>,
+    /// Command run (`sh -c`) before each backup, e.g. a checkpoint.
+    #[arg(long, env = "LIFEBOAT_PRE_BACKUP")]
+    pub pre_backup: Option<String>,
+    /// Command run after each backup (always, when the pre-backup command ran).
+    #[arg(long, env = "LIFEBOAT_POST_BACKUP")]
+    pub post_backup: Option<String>,
+    /// Time limit for each hook.
+    #[arg(long, env = "LIFEBOAT_HOOK_TIMEOUT", default_value = "5m")]
+    pub hook_timeout: String,
+    /// When the pre-backup hook fails: `abort` the backup or `continue`.
+    #[arg(long, env = "LIFEBOAT_HOOK_ON_ERROR", default_value = "abort")]
+    pub hook_on_error: String,
+    /// Stream this command's output into the snapshot instead of the volume's files
+    /// (e.g. `pg_dumpall -U postgres`).
+    #[arg(long, env = "LIFEBOAT_DUMP_COMMAND")]
+    pub dump_command: Option<String>,
+    /// File name the dump is stored under.
+    #[arg(long, env = "LIFEBOAT_DUMP_FILENAME", default_value = "dump.sql")]
+    pub dump_filename: String,
+    /// On a new lease, run this after the app is up to load the dump; `{file}` is replaced by
+    /// its path (e.g. `psql -U postgres -f {file}`). Retried until it succeeds or times out.
+    #[arg(long, env = "LIFEBOAT_RESTORE_COMMAND")]
+    pub restore_command: Option<String>,
+    /// How long the restore command may keep failing while the app starts.
+    #[arg(long, env = "LIFEBOAT_RESTORE_COMMAND_TIMEOUT", default_value = "10m")]
+    pub restore_command_timeout: String,
+    /// Where a dump is restored to before the restore command loads it.
+    #[arg(long, env = "LIFEBOAT_DUMP_DIR")]
+    pub dump_dir: Option<PathBuf>,
+    /// Freeze the app (SIGSTOP to its process group) while each backup runs, for a
+    /// crash-consistent copy of a small volume.
+    #[arg(long, env = "LIFEBOAT_PAUSE")]
+    pub pause: bool,
+    /// Longest pause; the app is resumed after this even if the backup still runs.
+    #[arg(long, env = "LIFEBOAT_PAUSE_MAX", default_value = "30s")]
+    pub pause_max: String,
+    /// Restore this snapshot (id prefix) instead of the latest on an empty volume.
+    #[arg(long, env = "LIFEBOAT_RESTORE_SNAPSHOT")]
+    pub restore_snapshot: Option<String>,
+    /// How long the restore gate keeps retrying an unreachable or failing repository.
+    #[arg(long, env = "LIFEBOAT_RESTORE_TIMEOUT", default_value = "5m")]
+    pub restore_timeout: String,
+    /// When the gate gives up: `fail` (exit, app never starts on an empty volume) or
+    /// `start-empty`.
+    #[arg(long, env = "LIFEBOAT_ON_RESTORE_FAILURE", default_value = "fail")]
+    pub on_restore_failure: String,
+    /// Time allowed for the final backup after the app stops (fits Kubernetes' 30 s grace).
+    #[arg(long, env = "LIFEBOAT_SHUTDOWN_BACKUP_TIMEOUT", default_value = "25s")]
+    pub shutdown_backup_timeout: String,
+    /// How long a volume lease lives without renewal.
+    #[arg(long, env = "LIFEBOAT_LEASE_TTL", default_value = "60s")]
+    pub lease_ttl: String,
+    /// Longest wait for another instance's lease on the same volume name.
+    #[arg(long, env = "LIFEBOAT_LEASE_WAIT", default_value = "10m")]
+    pub lease_wait: String,
+    /// Address for /healthz, /readyz, /metrics, /status and POST /backup (off by default).
+    #[arg(long, env = "LIFEBOAT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Tag every snapshot (repeatable, or comma-separated in the variable).
+    #[arg(long = "tag", env = "LIFEBOAT_TAGS", value_delimiter = ',')]
+    pub tags: Vec<String>,
+}
+
+impl AgentArgs {
+    /// The settings from the environment alone (for commands that borrow a few of them).
+    pub fn from_env() -> Result<AgentArgs> {
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            a: AgentArgs,
+        }
+        <P as clap::Parser>::try_parse_from(["lifeboat"])
+            .map(|p| p.a)
+            .map_err(|e| Error::invalid(e.to_string().lines().next().unwrap_or("").to_string()))
+    }
+}
+
+/// What the pre-backup hook's failure does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnHookError {
+    /// Skip this backup (post-backup still runs).
+    Abort,
+    /// Back up anyway.
+    Continue,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Volume mount.
+    pub path: PathBuf,
+    /// Volume name.
+    pub name: String,
+    /// Schedule.
+    pub schedule: Schedule,
+    /// Fixed offset added to scheduled runs.
+    pub jitter: Duration,
+    /// Backup once the app is up.
+    pub backup_on_start: bool,
+    /// Excludes (the marker directory is always excluded).
+    pub excludes: Vec<String>,
+    /// Retention.
+    pub keep: KeepPolicy,
+    /// Hooks.
+    pub pre_backup: Option<String>,
+    /// Hooks.
+    pub post_backup: Option<String>,
+    /// Hook time limit.
+    pub hook_timeout: Duration,
+    /// Hook failure policy.
+    pub hook_on_error: OnHookError,
+    /// Dump mode.
+    pub dump_command: Option<String>,
+    /// Dump file name.
+    pub dump_filename: String,
+    /// Command that loads a restored dump.
+    pub restore_command: Option<String>,
+    /// Its retry window.
+    pub restore_command_timeout: Duration,
+    /// Where dumps are restored.
+    pub dump_dir: PathBuf,
+    /// Pause mode.
+    pub pause: bool,
+    /// Longest pause.
+    pub pause_max: Duration,
+    /// Snapshot to restore instead of the latest.
+    pub restore_snapshot: Option<String>,
+    /// Gate retry window.
+    pub restore_timeout: Duration,
+    /// Start the app on an empty volume when the gate fails.
+    pub start_empty_on_failure: bool,
+    /// Final backup limit.
+    pub shutdown_backup_timeout: Duration,
+    /// Lease lifetime.
+    pub lease_ttl: Duration,
+    /// Longest lease wait.
+    pub lease_wait: Duration,
+    /// HTTP address.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token for POST /backup and GET /status.
+    pub control_token: Option<String>,
+    /// healthchecks.io-style URL.
+    pub ping_url: Option<String>,
+    /// JSON webhook URL.
+    pub webhook_url: Option<String>,
+    /// Snapshot tags.
+    pub tags: Vec<String>,
+    /// Snapshot labels (Akash lease coordinates).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Name of the directory lifeboat keeps its restore markers in, inside the volume.
+pub const MARKER_DIR: &str = ".lifeboat";
+
+fn duration(what: &str, v: &str) -> Result<Duration> {
+    parse_duration(v).map_err(|e| Error::invalid(format!("{what}: {e}")))
+}
+
+/// Reads `NAME`, or the file `NAME_FILE` points at (one trailing newline dropped).
+pub fn secret(name: &str) -> Result<Option<String>> {
+    if let Ok(v) = std::env::var(name) {
+        return Ok(Some(v).filter(|v| !v.is_empty()));
+    }
+    match std::env::var(format!("{name}_FILE")) {
+        Ok(f) => Ok(Some(crate::cli::read_secret_file(Path::new(&f))?)),
+        Err(_) => Ok(None),
+    }
+}
+
+impl AgentConfig {
+    /// Validates the flags and environment into settings.
+    pub fn from_args(a: &AgentArgs) -> Result<AgentConfig> {
+        let path = a.path.clone().ok_or_else(|| {
+            Error::invalid(
+                "no volume path: pass --path DIR or set LIFEBOAT_PATH to the volume's mount",
+            )
+        })?;
+        if !path.is_absolute() && path.components().next().is_none() {
+            return Err(Error::invalid("LIFEBOAT_PATH is empty"));
+        }
+        let path = std::path::absolute(&path)
+            .map_err(|e| Error::io(format!("{}: cannot resolve", path.display()), e))?;
+        let owner = std::env::var("AKASH_OWNER").ok().filter(|s| !s.is_empty());
+        let name = match (&a.name, &owner) {
+            (Some(n), _) if n.trim().is_empty() => {
+                return Err(Error::invalid(
+                    "LIFEBOAT_NAME is empty: unset it or give the volume a name",
+                ));
+            }
+            (Some(n), _) => n.clone(),
+            (None, Some(o)) => format!(
+                "{o}/{}",
+                path.file_name()
+                    .map_or("volume".into(), |b| b.to_string_lossy().into_owned())
+            ),
+            (None, None) => path.to_string_lossy().into_owned(),
+        };
+        let schedule = Schedule::parse(&a.schedule, &a.timezone)
+            .map_err(|e| Error::invalid(format!("LIFEBOAT_SCHEDULE: {e}")))?;
+        let hook_on_error = match a.hook_on_error.as_str() {
+            "abort" => OnHookError::Abort,
+            "continue" => OnHookError::Continue,
+            other => {
+                return Err(Error::invalid(format!(
+                    "LIFEBOAT_HOOK_ON_ERROR={other:?}: use abort or continue"
+                )));
+            }
+        };
+        let start_empty_on_failure = match a.on_restore_failure.as_str() {
+            "fail" => false,
+            "start-empty" => true,
+            other => {
+                return Err(Error::invalid(format!(
+                    "LIFEBOAT_ON_RESTORE_FAILURE={other:?}: use fail or start-empty"
+                )));
+            }
+        };
+        let keep = KeepPolicy {
+            last: a.keep_last.unwrap_or(0),
+            hourly: a.keep_hourly.unwrap_or(0),
+            daily: a.keep_daily.unwrap_or(0),
+            weekly: a.keep_weekly.unwrap_or(0),
+            monthly: a.keep_monthly.unwrap_or(0),
+            yearly: a.keep_yearly.unwrap_or(0),
+            within: a
+                .keep_within
+                .as_deref()
+                .map(|w| duration("LIFEBOAT_KEEP_WITHIN", w))
+                .transpose()?,
+            tags: Vec::new(),
+        };
+        if a.restore_command.is_some() && a.dump_command.is_none() {
+            return Err(Error::invalid(
+                "LIFEBOAT_RESTORE_COMMAND loads a dump: set LIFEBOAT_DUMP_COMMAND too",
+            ));
+        }
+        if a.dump_filename.contains('/') || a.dump_filename.is_empty() {
+            return Err(Error::invalid(format!(
+                "LIFEBOAT_DUMP_FILENAME={:?}: give a plain file name",
+                a.dump_filename
+            )));
+        }
+        let mut labels = BTreeMap::new();
+        for (var, label) in [
+            ("AKASH_OWNER", "akash.owner"),
+            ("AKASH_PROVIDER", "akash.provider"),
+            ("AKASH_DEPLOYMENT_SEQUENCE", "akash.dseq"),
+            ("AKASH_GROUP_SEQUENCE", "akash.gseq"),
+            ("AKASH_ORDER_SEQUENCE", "akash.oseq"),
+            ("AKASH_CLUSTER_PUBLIC_HOSTNAME", "akash.hostname"),
+        ] {
+            if let Ok(v) = std::env::var(var)
+                && !v.is_empty()
+            {
+                labels.insert(label.to_string(), v);
+            }
+        }
+        let mut excludes = a.excludes.clone();
+        excludes.retain(|e| !e.trim().is_empty());
+        excludes.push(path.join(MARKER_DIR).to_string_lossy().into_owned());
+        Ok(AgentConfig {
+            dump_dir: a
+                .dump_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("lifeboat-dump")),
+            jitter: duration("LIFEBOAT_JITTER", &a.jitter)?,
+            hook_timeout: duration("LIFEBOAT_HOOK_TIMEOUT", &a.hook_timeout)?,
+            restore_command_timeout: duration(
+                "LIFEBOAT_RESTORE_COMMAND_TIMEOUT",
+                &a.restore_command_timeout,
+            )?,
+            pause_max: duration("LIFEBOAT_PAUSE_MAX", &a.pause_max)?,
+            restore_timeout: duration("LIFEBOAT_RESTORE_TIMEOUT", &a.restore_timeout)?,
+            shutdown_backup_timeout: duration(
+                "LIFEBOAT_SHUTDOWN_BACKUP_TIMEOUT",
+                &a.shutdown_backup_timeout,
+            )?,
+            lease_ttl: duration("LIFEBOAT_LEASE_TTL", &a.lease_ttl)?.max(Duration::from_secs(2)),
+            lease_wait: duration("LIFEBOAT_LEASE_WAIT", &a.lease_wait)?,
+            control_token: secret("LIFEBOAT_CONTROL_TOKEN")?,
+            ping_url: secret("LIFEBOAT_PING_URL")?,
+            webhook_url: secret("LIFEBOAT_WEBHOOK_URL")?,
+            path,
+            name,
+            schedule,
+            backup_on_start: a.backup_on_start,
+            excludes,
+            keep,
+            pre_backup: a.pre_backup.clone().filter(|s| !s.trim().is_empty()),
+            post_backup: a.post_backup.clone().filter(|s| !s.trim().is_empty()),
+            hook_on_error,
+            dump_command: a.dump_command.clone().filter(|s| !s.trim().is_empty()),
+            dump_filename: a.dump_filename.clone(),
+            restore_command: a.restore_command.clone().filter(|s| !s.trim().is_empty()),
+            pause: a.pause,
+            restore_snapshot: a.restore_snapshot.clone(),
+            start_empty_on_failure,
+            listen: a.listen,
+            tags: a.tags.iter().filter(|t| !t.is_empty()).cloned().collect(),
+            labels,
+        })
+    }
+
+    /// The effective settings as `KEY=value` lines, secrets redacted.
+    pub fn describe(&self, repository: &str) -> Vec<(String, String)> {
+        let redact = |v: &Option<String>| match v {
+            Some(_) => "<set>".to_string(),
+            None => "<unset>".to_string(),
+        };
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "<unset>".into());
+        let secs = |d: Duration| format!("{}s", d.as_secs_f64());
+        vec![
+            ("LIFEBOAT_REPOSITORY".into(), redact_url(repository)),
+            ("LIFEBOAT_PATH".into(), self.path.display().to_string()),
+            ("LIFEBOAT_NAME".into(), self.name.clone()),
+            ("LIFEBOAT_SCHEDULE".into(), self.schedule.to_string()),
+            ("LIFEBOAT_JITTER".into(), secs(self.jitter)),
+            (
+                "LIFEBOAT_BACKUP_ON_START".into(),
+                self.backup_on_start.to_string(),
+            ),
+            ("LIFEBOAT_KEEP".into(), describe_keep(&self.keep)),
+            ("LIFEBOAT_PRE_BACKUP".into(), opt(&self.pre_backup)),
+            ("LIFEBOAT_POST_BACKUP".into(), opt(&self.post_backup)),
+            ("LIFEBOAT_HOOK_TIMEOUT".into(), secs(self.hook_timeout)),
+            ("LIFEBOAT_DUMP_COMMAND".into(), opt(&self.dump_command)),
+            (
+                "LIFEBOAT_RESTORE_COMMAND".into(),
+                opt(&self.restore_command),
+            ),
+            ("LIFEBOAT_PAUSE".into(), self.pause.to_string()),
+            (
+                "LIFEBOAT_RESTORE_TIMEOUT".into(),
+                secs(self.restore_timeout),
+            ),
+            (
+                "LIFEBOAT_ON_RESTORE_FAILURE".into(),
+                if self.start_empty_on_failure {
+                    "start-empty"
+                } else {
+                    "fail"
+                }
+                .into(),
+            ),
+            (
+                "LIFEBOAT_SHUTDOWN_BACKUP_TIMEOUT".into(),
+                secs(self.shutdown_backup_timeout),
+            ),
+            ("LIFEBOAT_LEASE_TTL".into(), secs(self.lease_ttl)),
+            (
+                "LIFEBOAT_LISTEN".into(),
+                self.listen.map_or("<off>".into(), |a| a.to_string()),
+            ),
+            ("LIFEBOAT_CONTROL_TOKEN".into(), redact(&self.control_token)),
+            ("LIFEBOAT_PING_URL".into(), redact(&self.ping_url)),
+            ("LIFEBOAT_WEBHOOK_URL".into(), redact(&self.webhook_url)),
+            ("labels".into(), format!("{:?}", self.labels)),
+        ]
+    }
+}
+
+fn describe_keep(k: &KeepPolicy) -> String {
+    let mut parts: Vec<String> = [
+        ("last", k.last),
+        ("hourly", k.hourly),
+        ("daily", k.daily),
+        ("weekly", k.weekly),
+        ("monthly", k.monthly),
+        ("yearly", k.yearly),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(r, n)| format!("{r} {n}"))
+    .collect();
+    if let Some(w) = k.within {
+        parts.push(format!("within {}s", w.as_secs()));
+    }
+    if parts.is_empty() {
+        "<keep everything>".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Hides credentials embedded in a URL (`https://user:pass@host` → `https://<redacted>@host`).
+fn redact_url(s: &str) -> String {
+    match (s.find("://"), s.find('@')) {
+        (Some(p), Some(at)) if at > p => format!("{}<redacted>{}", &s[..p + 3], &s[at..]),
+        _ => s.to_string(),
+    }
+}
+
+/// Loads `LIFEBOAT_CONFIG` (TOML) into the environment before the command line is parsed, so a
+/// file and variables configure the same settings and a variable always wins. Keys are the
+/// variable names with or without the `LIFEBOAT_` prefix, in any case: `schedule = "@daily"`.
+pub fn load_config_file() -> Result<()> {
+    let Ok(file) = std::env::var("LIFEBOAT_CONFIG") else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| Error::io(format!("LIFEBOAT_CONFIG {file}: cannot read"), e))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| Error::invalid(format!("LIFEBOAT_CONFIG {file}: not valid TOML: {e}")))?;
+    for (k, v) in table {
+        let key = k.to_ascii_uppercase().replace('-', "_");
+        let key = if key.starts_with("LIFEBOAT_") || key.starts_with("AWS_") {
+            key
+        } else {
+            format!("LIFEBOAT_{key}")
+        };
+        let value = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(a) => a
+                .iter()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                .collect::<Vec<_>>()
+                .join(","),
+            other => {
+                return Err(Error::invalid(format!(
+                    "LIFEBOAT_CONFIG {file}: {k} = {other}: use a string, number, boolean or list"
+                )));
+            }
+        };
+        if std::env::var_os(&key).is_none() {
+            // SAFETY: called from `main` before any other thread exists.
+            unsafe { std::env::set_var(&key, value) };
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! The restore gate: decides, before the app starts, whether the volume must be restored.
+//!
+//! - the volume has data → leave it alone;
+//! - it is empty and the volume name has snapshots → restore the latest (or the one asked for);
+//! - it is empty and there are none (first deployment) → start fresh;
+//! - anything fails → retry until the restore timeout, then refuse to start the app on an
+//!   empty volume (unless `start-empty` was asked for).
+//!
+//! "Empty" ignores `lost+found` and lifeboat's own marker directory. A restore writes
+//! `.lifeboat/restore-in-progress` before it touches the volume and replaces it with
+//! `.lifeboat/restored` when done, so a restore cut short by a kill is redone on the next start
+//! instead of being mistaken for a volume that has data.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::config::{AgentConfig, MARKER_DIR};
+use crate::error::{Error, IoContext, Result};
+use crate::id::Id;
+use crate::repository::Repository;
+use crate::restore::{self, RestoreOptions};
+
+const IN_PROGRESS: &str = "restore-in-progress";
+const RESTORED: &str = "restored";
+
+/// What the gate found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateOutcome {
+    /// The volume already had data; nothing was restored.
+    HasData,
+    /// The volume was restored from this snapshot.
+    Restored {
+        /// Snapshot id.
+        snapshot: Id,
+        /// Files restored.
+        files: u64,
+        /// Bytes restored.
+        bytes: u64,
+    },
+    /// No snapshot of this volume exists: first deployment, the app starts on an empty volume.
+    Fresh,
+    /// Dump mode: the dump was restored to `file`; the restore command loads it once the app is
+    /// up, and the marker is finished after it succeeds.
+    DumpStaged {
+        /// Snapshot id.
+        snapshot: Id,
+        /// The restored dump.
+        file: PathBuf,
+    },
+    /// The gate failed and `start-empty` let the app start anyway.
+    StartedEmptyAfterFailure(String),
+}
+
+/// The volume's state as far as the gate is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeState {
+    /// Nothing but `lost+found` and lifeboat's markers.
+    Empty,
+    /// A previous restore did not finish: its partial files must go.
+    RestoreInterrupted,
+    /// The app's data is there.
+    HasData,
+}
+
+/// Looks at the volume.
+pub fn volume_state(path: &Path) -> Result<VolumeState> {
+    if path.join(MARKER_DIR).join(IN_PROGRESS).exists() {
+        return Ok(VolumeState::RestoreInterrupted);
+    }
+    let entries = match std::fs::read_dir(path) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(VolumeState::Empty),
+        Err(e) => {
+            return Err(Error::io(
+                format!("{}: cannot list the volume", path.display()),
+                e,
+            ));
+        }
+    };
+    for e in entries {
+        let e = e.ctx(|| format!("{}: cannot list the volume", path.display()))?;
+        let name = e.file_name();
+        if name != "lost+found" && name != MARKER_DIR {
+            return Ok(VolumeState::HasData);
+        }
+    }
+    Ok(VolumeState::Empty)
+}
+
+/// Removes everything a cut-short restore left, keeping `lost+found` and the marker directory.
+fn clear_volume(path: &Path) -> Result<()> {
+    for e in std::fs::read_dir(path).ctx(|| format!("{}: cannot list", path.display()))? {
+        let e = e.ctx(|| format!("{}: cannot list", path.display()))?;
+        let name = e.file_name();
+        if name == "lost+found" || name == MARKER_DIR {
+            continue;
+        }
+        let p = e.path();
+        let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        r.ctx(|| format!("{}: cannot remove a partial restore's file", p.display()))?;
+    }
+    Ok(())
+}
+
+fn write_marker(path: &Path, name: &str, body: &serde_json::Value) -> Result<()> {
+    let dir = path.join(MARKER_DIR);
+    std::fs::create_dir_all(&dir).ctx(|| format!("cannot create {}", dir.display()))?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, body.to_string()).ctx(|| format!("cannot write {}", tmp.display()))?;
+    let f = std::fs::File::open(&tmp).ctx(|| format!("cannot open {}", tmp.display()))?;
+    f.sync_all()
+        .ctx(|| format!("cannot sync {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(name))
+        .ctx(|| format!("cannot write marker in {}", dir.display()))
+}
+
+/// Marks the restore finished: removes the in-progress marker and records what was restored.
+pub fn finish_marker(path: &Path, snapshot: &Id) -> Result<()> {
+    write_marker(
+        path,
+        RESTORED,
+        &json!({"snapshot": snapshot.to_hex(), "time": chrono::Utc::now()}),
+    )?;
+    let p = path.join(MARKER_DIR).join(IN_PROGRESS);
+    match std::fs::remove_file(&p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("cannot remove {}", p.display()), e)),
+    }
+}
+
+/// One attempt at the gate against an open repository.
+pub fn attempt(repo: &Repository, cfg: &AgentConfig) -> Result<GateOutcome> {
+    let state = volume_state(&cfg.path)?;
+    if state == VolumeState::HasData {
+        info!(path = %cfg.path.display(), "volume has data: no restore");
+        return Ok(GateOutcome::HasData);
+    }
+    // Every snapshot must load: a damaged newest snapshot is a failure to retry and report,
+    // never a reason to fall back to an older one or to "first deployment".
+    let all = repo.snapshots_strict()?;
+    let found = match cfg.restore_snapshot.as_deref() {
+        None => all.into_iter().rev().find(|(_, s)| s.name == cfg.name),
+        Some(spec) => Some(repo.find_snapshot(spec, Some(&cfg.name))?),
+    };
+    let Some((id, snap)) = found else {
+        if state == VolumeState::RestoreInterrupted {
+            return Err(Error::invalid(format!(
+                "{} holds an unfinished restore but volume {:?} has no snapshot any more",
+                cfg.path.display(),
+                cfg.name
+            )));
+        }
+        info!(name = %cfg.name, "no snapshot of this volume yet: first deployment, starting fresh");
+        return Ok(GateOutcome::Fresh);
+    };
+    if state == VolumeState::RestoreInterrupted {
+        warn!(path = %cfg.path.display(), "an earlier restore was cut short: clearing it and restoring again");
+        clear_volume(&cfg.path)?;
+    }
+    std::fs::create_dir_all(&cfg.path).ctx(|| format!("cannot create {}", cfg.path.display()))?;
+    write_marker(
+        &cfg.path,
+        IN_PROGRESS,
+        &json!({"snapshot": id.to_hex(), "started": chrono::Utc::now()}),
+    )?;
+    let started = Instant::now();
+    if cfg.dump_command.is_some() {
+        // The dump goes beside the volume; the app initialises the empty volume itself and the
+        // restore command loads the dump into it.
+        let _ = std::fs::remove_dir_all(&cfg.dump_dir);
+        let mut opts = RestoreOptions::new(&cfg.dump_dir);
+        opts.overwrite = true;
+        let out = restore::restore(repo, &snap, &opts)?;
+        if !out.errors.is_empty() {
+            return Err(Error::corrupt(
+                format!("snapshot {}", id.short()),
+                format!("dump restore incomplete: {}", out.errors.join("; ")),
+            ));
+        }
+        let file = find_file(&cfg.dump_dir, &cfg.dump_filename).ok_or_else(|| {
+            Error::corrupt(
+                format!("snapshot {}", id.short()),
+                format!("holds no dump file {:?}", cfg.dump_filename),
+            )
+        })?;
+        info!(snapshot = %id.short(), file = %file.display(), "dump restored; it is loaded once the app is up");
+        return Ok(GateOutcome::DumpStaged { snapshot: id, file });
+    }
+    let mut opts = RestoreOptions::new(&cfg.path);
+    opts.overwrite = true; // only lost+found and the markers are there
+    let out = restore::restore(repo, &snap, &opts)?;
+    if !out.errors.is_empty() {
+        return Err(Error::corrupt(
+            format!("snapshot {}", id.short()),
+            format!(
+                "restore incomplete ({} error(s)): {}",
+                out.errors.len(),
+                out.errors.first().cloned().unwrap_or_default()
+            ),
+        ));
+    }
+    if out.files
+        != snap.summary.files_new + snap.summary.files_changed + snap.summary.files_unmodified
+        && snap.summary.errors == 0
+    {
+        warn!(
+            restored = out.files,
+            "restored file count differs from the snapshot's summary"
+        );
+    }
+    finish_marker(&cfg.path, &id)?;
+    info!(
+        snapshot = %id.short(),
+        files = out.files,
+        bytes = out.bytes,
+        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+        "volume restored"
+    );
+    Ok(GateOutcome::Restored {
+        snapshot: id,
+        files: out.files,
+        bytes: out.bytes,
+    })
+}
+
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    let direct = dir.join(name);
+    if direct.is_file() {
+        return Some(direct);
+    }
+    if dir.is_file() {
+        return Some(dir.to_path_buf());
+    }
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir())
+            && let Some(f) = find_file(&e.path(), name)
+        {
+            return Some(f);
+        }
+    }
+    None
+}
+
+/// Retries `op` with exponential backoff (1 s doubling to 30 s) until it succeeds or `timeout`
+/// has passed; the last error is returned. `stop` ends the wait early (a SIGTERM at start).
+pub fn retry<T>(
+    what: &str,
+    timeout: Duration,
+    stop: &dyn Fn() -> bool,
+    mut op: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match op() {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let now = Instant::now();
+                if now >= deadline || stop() {
+                    return Err(e);
+                }
+                let left = deadline - now;
+                warn!(error = %e, retry_in = format!("{:.0}s", delay.min(left).as_secs_f64()), "{what} failed; retrying");
+                let until = now + delay.min(left);
+                while Instant::now() < until && !stop() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! The agent: `lifeboat run -- APP` (wrapper entrypoint, the only shape Akash allows: one
+//! container per service, no shared volumes) and `lifeboat daemon` (sidecar on Kubernetes or
+//! compose). Both: connect to the repository, take the volume's lease, pass the restore gate,
+//! then back up on schedule, on `POST /backup`, and once more at shutdown.
+//!
+//! Threads: the main loop waits on signals, the app's exit, HTTP triggers and the next scheduled
+//! time; each backup runs on a thread of its own behind one lock, so a run that would overlap is
+//! skipped and counted rather than queued.
+
+pub mod app;
+pub mod config;
+pub mod gate;
+pub mod hooks;
+pub mod http;
+pub mod lease;
+pub mod notify;
+pub mod schedule;
+pub mod state;
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use crossbeam_channel::{Receiver, Sender, never, select};
+use serde_json::json;
+use signal_hook::consts::signal::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+use tracing::{error, info, warn};
+
+use self::app::App;
+use self::config::{AgentConfig, OnHookError};
+use self::gate::GateOutcome;
+use self::lease::Lease;
+use self::notify::Notifier;
+use self::state::State;
+use crate::backup::{self, BackupOptions, Source};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repository::{InitOptions, Repository};
+
+/// What the agent wraps.
+pub enum Mode {
+    /// Start this command as the app, after the gate.
+    Wrap(Vec<String>),
+    /// No app: a sidecar next to one.
+    Daemon,
+}
+
+/// How to reach the repository.
+pub struct RepoAccess {
+    /// Repository location string.
+    pub location: String,
+    /// Its password.
+    pub password: String,
+    /// Keep a local cache of immutable objects (S3).
+    pub cache: bool,
+}
+
+/// Exit code when the gate refuses to start the app.
+pub const EXIT_GATE_FAILED: u8 = 13;
+
+struct Agent {
+    cfg: AgentConfig,
+    repo: Arc<Repository>,
+    state: Arc<State>,
+    notifier: Notifier,
+    app: Mutex<Option<Arc<App>>>,
+}
+
+/// Why a backup runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reason {
+    Schedule,
+    Start,
+    Request,
+    Final,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::Schedule => "schedule",
+            Reason::Start => "start",
+            Reason::Request => "request",
+            Reason::Final => "final",
+        }
+    }
+}
+
+fn connect(access: &RepoAccess) -> Result<Repository> {
+    let backend = crate::backend::open(&access.location)?;
+    let repo = match Repository::open(backend, &access.password) {
+        Ok(r) => r,
+        Err(Error::NoRepository { .. }) => {
+            info!(location = %access.location, "no repository there yet: creating one");
+            let backend = crate::backend::open(&access.location)?;
+            match Repository::init(backend, &access.password, &InitOptions::default()) {
+                Ok(r) => r,
+                // Another instance created it meanwhile.
+                Err(Error::AlreadyInitialized { .. }) => {
+                    Repository::open(crate::backend::open(&access.location)?, &access.password)?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    if access.cache && access.location.starts_with("s3:") {
+        return Ok(repo.with_cache(&crate::repository::cache::default_base()));
+    }
+    Ok(repo)
+}
+
+/// Runs the agent until the app exits (wrapper) or a stop signal arrives (daemon). Returns the
+/// process exit code: the app's, or 128 + signal.
+pub fn run(cfg: AgentConfig, access: RepoAccess, mode: Mode) -> Result<u8> {
+    let state = Arc::new(State::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    // Signals first, so a SIGTERM during a long gate is honoured.
+    let mut signals = signal_hook::iterator::Signals::new([
+        SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD,
+    ])
+    .map_err(|e| Error::io("installing signal handlers", e))?;
+    let (sig_tx, sig_rx) = crossbeam_channel::unbounded::<i32>();
+    {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            for s in signals.forever() {
+                if matches!(s, SIGTERM | SIGINT | SIGQUIT) {
+                    stop.store(true, Relaxed);
+                }
+                if sig_tx.send(s).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let (trigger_tx, trigger_rx) =
+        crossbeam_channel::unbounded::<Option<Sender<std::result::Result<Id, String>>>>();
+    if let Some(addr) = cfg.listen {
+        let tx = trigger_tx.clone();
+        let trigger: http::Trigger = Arc::new(move |wait| {
+            if !wait {
+                tx.send(None).map_err(|_| "agent is stopping".to_string())?;
+                return Ok(None);
+            }
+            let (rtx, rrx) = crossbeam_channel::bounded(1);
+            tx.send(Some(rtx))
+                .map_err(|_| "agent is stopping".to_string())?;
+            rrx.recv()
+                .map_err(|_| "agent is stopping".to_string())?
+                .map(|id| Some(id.to_hex()))
+        });
+        http::serve(
+            addr,
+            state.clone(),
+            cfg.name.clone(),
+            cfg.control_token.clone(),
+            trigger,
+        )?;
+    }
+    let stopped = || stop.load(Relaxed);
+
+    info!(name = %cfg.name, path = %cfg.path.display(), schedule = %cfg.schedule, "lifeboat agent starting");
+    let repo = match gate::retry(
+        "connecting to the repository",
+        cfg.restore_timeout,
+        &stopped,
+        || connect(&access),
+    ) {
+        Ok(r) => Arc::new(r),
+        Err(e) => return gate_failed(&cfg, &state, e, mode, None),
+    };
+    let holder = format!(
+        "{}:{}:{}",
+        crate::sysinfo::hostname(),
+        std::process::id(),
+        hex::encode(crate::crypto::random_bytes::<4>())
+    );
+    let lease = Lease::acquire(
+        repo.clone(),
+        &cfg.name,
+        &holder,
+        cfg.lease_ttl,
+        cfg.lease_wait,
+        &stopped,
+    )?;
+    let started = Instant::now();
+    let outcome = match gate::retry("restore gate", cfg.restore_timeout, &stopped, || {
+        gate::attempt(&repo, &cfg)
+    }) {
+        Ok(o) => o,
+        Err(e) => {
+            let r = gate_failed(&cfg, &state, e, mode, Some(&repo));
+            lease.release();
+            return r;
+        }
+    };
+    record_gate(&state, &outcome, started.elapsed().as_secs_f64());
+    *state.requests.lock().unwrap_or_else(|e| e.into_inner()) = repo.stats();
+    if stopped() {
+        lease.release();
+        return Ok(128 + SIGTERM as u8);
+    }
+    let agent = Arc::new(Agent {
+        notifier: Notifier::new(cfg.ping_url.clone(), cfg.webhook_url.clone()),
+        cfg,
+        repo,
+        state,
+        app: Mutex::new(None),
+    });
+    let code = main_loop(&agent, mode, outcome, sig_rx, trigger_rx);
+    lease.release();
+    code
+}
+
+fn record_gate(state: &State, outcome: &GateOutcome, seconds: f64) {
+    let what = match outcome {
+        GateOutcome::HasData => "has-data".to_string(),
+        GateOutcome::Restored { snapshot, .. } => format!("restored {}", snapshot.short()),
+        GateOutcome::Fresh => "fresh".to_string(),
+        GateOutcome::DumpStaged { snapshot, .. } => format!("dump {} pending", snapshot.short()),
+        GateOutcome::StartedEmptyAfterFailure(e) => format!("failed, started empty: {e}"),
+    };
+    let restore_seconds = if matches!(
+        outcome,
+        GateOutcome::Restored { .. } | GateOutcome::DumpStaged { .. }
+    ) {
+        seconds
+    } else {
+        0.0
+    };
+    *state.gate.lock().unwrap_or_else(|e| e.into_inner()) = Some((what, restore_seconds));
+    if !matches!(outcome, GateOutcome::DumpStaged { .. }) {
+        state.ready.store(true, Relaxed);
+    }
+}
+
+fn gate_failed(
+    cfg: &AgentConfig,
+    state: &Arc<State>,
+    e: Error,
+    mode: Mode,
+    _repo: Option<&Arc<Repository>>,
+) -> Result<u8> {
+    if !cfg.start_empty_on_failure {
+        error!(
+            "restore gate failed, the app is not started on an empty volume: {e}. Fix the repository access or set LIFEBOAT_ON_RESTORE_FAILURE=start-empty"
+        );
+        return Ok(EXIT_GATE_FAILED);
+    }
+    warn!(
+        "restore gate failed; LIFEBOAT_ON_RESTORE_FAILURE=start-empty: starting the app without backups: {e}"
+    );
+    record_gate(
+        state,
+        &GateOutcome::StartedEmptyAfterFailure(e.to_string()),
+        0.0,
+    );
+    match mode {
+        Mode::Daemon => Ok(EXIT_GATE_FAILED),
+        Mode::Wrap(argv) => {
+            let app = App::start(&argv)?;
+            let status = app
+                .exited
+                .recv()
+                .map_err(|_| Error::invalid("lost the app"))?;
+            Ok(app::exit_code(&status))
+        }
+    }
+}
+
+fn main_loop(
+    agent: &Arc<Agent>,
+    mode: Mode,
+    outcome: GateOutcome,
+    signals: Receiver<i32>,
+    triggers: Receiver<Option<Sender<std::result::Result<Id, String>>>>,
+) -> Result<u8> {
+    let cfg = &agent.cfg;
+    let app = match &mode {
+        Mode::Wrap(argv) => Some(Arc::new(App::start(argv)?)),
+        Mode::Daemon => None,
+    };
+    *agent.app.lock().unwrap_or_else(|e| e.into_inner()) = app.clone();
+    if let GateOutcome::DumpStaged { snapshot, file } = outcome {
+        let agent = agent.clone();
+        std::thread::spawn(move || load_dump(&agent, &snapshot, &file));
+    }
+    if cfg.backup_on_start {
+        spawn_backup(agent, Reason::Start, None);
+    }
+    let jitter = chrono::Duration::from_std(cfg.jitter).unwrap_or_default();
+    let schedule_next = |after| cfg.schedule.next_after(after).map(|t| t + jitter);
+    let mut next = schedule_next(Utc::now() - jitter);
+    let exited = app.as_ref().map_or_else(never, |a| a.exited.clone());
+    let mut final_needed = true;
+    let code: u8 = loop {
+        *agent
+            .state
+            .next_run
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = next;
+        let wait = next.map_or(Duration::from_secs(3600), |t| {
+            (t - Utc::now()).to_std().unwrap_or(Duration::ZERO)
+        });
+        select! {
+            recv(signals) -> s => {
+                let Ok(s) = s else { continue };
+                if s == SIGCHLD {
+                    if crate::process::is_init() {
+                        crate::process::reap_orphans();
+                    }
+                    continue;
+                }
+                match &app {
+                    Some(a) => {
+                        if matches!(s, SIGTERM | SIGINT | SIGQUIT) && cfg.dump_command.is_some() && final_needed {
+                            // A dump needs the app alive: take the final backup before it stops.
+                            info!("stop signal: taking the final dump backup before stopping the app");
+                            final_backup(agent);
+                            final_needed = false;
+                        }
+                        info!(signal = s, "forwarding signal to the app");
+                        a.signal(s);
+                    }
+                    None if matches!(s, SIGTERM | SIGINT | SIGQUIT) => {
+                        info!(signal = s, "stop signal: final backup, then exit");
+                        break 128 + s as u8;
+                    }
+                    None => {}
+                }
+            }
+            recv(exited) -> status => {
+                let status = status.map_err(|_| Error::invalid("lost the app"))?;
+                let code = app::exit_code(&status);
+                info!(code, "app exited");
+                if cfg.dump_command.is_some() && final_needed {
+                    warn!("the app stopped on its own: a dump needs it running, so there is no final backup");
+                    final_needed = false;
+                }
+                break code;
+            }
+            recv(triggers) -> t => {
+                if let Ok(reply) = t {
+                    spawn_backup(agent, Reason::Request, reply);
+                }
+            }
+            default(wait) => {
+                if next.is_some_and(|t| t <= Utc::now()) {
+                    spawn_backup(agent, Reason::Schedule, None);
+                    next = schedule_next(Utc::now());
+                }
+            }
+        }
+    };
+    if crate::process::is_init() {
+        crate::process::reap_orphans();
+    }
+    if final_needed {
+        final_backup(agent);
+    }
+    Ok(code)
+}
+
+/// The final backup, bounded by the shutdown timeout (it waits for a running one first).
+fn final_backup(agent: &Arc<Agent>) {
+    let timeout = agent.cfg.shutdown_backup_timeout;
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    {
+        let agent = agent.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(run_backup(&agent, Reason::Final));
+        });
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(id)) => info!(snapshot = %id.short(), "final backup done"),
+        Ok(Err(e)) => error!("final backup failed: {e}"),
+        Err(_) => error!(
+            "final backup did not finish within {} s (LIFEBOAT_SHUTDOWN_BACKUP_TIMEOUT); the next run adopts what it uploaded",
+            timeout.as_secs()
+        ),
+    }
+}
+
+fn spawn_backup(
+    agent: &Arc<Agent>,
+    reason: Reason,
+    reply: Option<Sender<std::result::Result<Id, String>>>,
+) {
+    let agent = agent.clone();
+    std::thread::spawn(move || {
+        let r = run_backup(&agent, reason).map_err(|e| e.to_string());
+        if let Some(tx) = reply {
+            let _ = tx.send(r);
+        }
+    });
+}
+
+/// One backup: hooks, optional pause, the snapshot, retention, metrics and notifications.
+fn run_backup(agent: &Agent, reason: Reason) -> Result<Id> {
+    let state = &agent.state;
+    if !state.ready.load(Relaxed) {
+        return Err(Error::invalid(
+            "the restore has not finished yet: backing up now would record a half-restored volume",
+        ));
+    }
+    let _busy = match reason {
+        Reason::Final => state.busy.lock().unwrap_or_else(|e| e.into_inner()),
+        _ => match state.busy.try_lock() {
+            Ok(g) => g,
+            Err(_) => {
+                state.skipped.fetch_add(1, Relaxed);
+                warn!(
+                    reason = reason.as_str(),
+                    "a backup is already running: this run is skipped"
+                );
+                return Err(Error::invalid("a backup is already running"));
+            }
+        },
+    };
+    agent.notifier.start();
+    let started = Instant::now();
+    let r = backup_inner(agent, reason);
+    *state.requests.lock().unwrap_or_else(|e| e.into_inner()) = agent.repo.stats();
+    let cfg = &agent.cfg;
+    match &r {
+        Ok((id, out)) => {
+            let s = &out.snapshot.summary;
+            state.backups.fetch_add(1, Relaxed);
+            state.bytes_added_total.fetch_add(s.bytes_added, Relaxed);
+            *state.last.lock().unwrap_or_else(|e| e.into_inner()) = state::LastBackup {
+                snapshot: Some(id.to_hex()),
+                time: Some(Utc::now()),
+                duration_seconds: started.elapsed().as_secs_f64(),
+                bytes_read: s.bytes_read,
+                bytes_added: s.bytes_added,
+                files: s.total_files,
+                last_error: None,
+            };
+            info!(
+                snapshot = %id.short(),
+                reason = reason.as_str(),
+                method = %out.snapshot.method,
+                files = s.total_files,
+                bytes_read = s.bytes_read,
+                bytes_added = s.bytes_added,
+                seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+                warnings = out.warnings.len(),
+                "backup done"
+            );
+            agent.notifier.success(json!({
+                "event": "backup.success", "volume": cfg.name, "snapshot": id.to_hex(),
+                "reason": reason.as_str(), "summary": s, "warnings": out.warnings,
+            }));
+        }
+        Err(e) => {
+            state.failures.fetch_add(1, Relaxed);
+            state
+                .last
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .last_error = Some(e.to_string());
+            error!(reason = reason.as_str(), "backup failed: {e}");
+            agent.notifier.failure(
+                &e.to_string(),
+                json!({"event": "backup.failure", "volume": cfg.name, "reason": reason.as_str(), "error": e.to_string()}),
+            );
+        }
+    }
+    r.map(|(id, _)| id)
+}
+
+fn backup_inner(agent: &Agent, reason: Reason) -> Result<(Id, backup::BackupOutcome)> {
+    let cfg = &agent.cfg;
+    let hook_env = [
+        ("LIFEBOAT_NAME", cfg.name.clone()),
+        ("LIFEBOAT_PATH", cfg.path.display().to_string()),
+        ("LIFEBOAT_REASON", reason.as_str().to_string()),
+    ];
+    let mut pre_error = None;
+    if let Some(pre) = &cfg.pre_backup
+        && let Err(e) = hooks::run(pre, &hook_env, cfg.hook_timeout)
+    {
+        match cfg.hook_on_error {
+            OnHookError::Abort => pre_error = Some(e),
+            OnHookError::Continue => warn!("pre-backup hook failed, backing up anyway: {e}"),
+        }
+    }
+    let result = match pre_error {
+        Some(e) => Err(Error::Command {
+            command: "LIFEBOAT_PRE_BACKUP".into(),
+            message: format!("{e}; backup skipped (LIFEBOAT_HOOK_ON_ERROR=abort)"),
+        }),
+        None => snapshot(agent, reason),
+    };
+    if let Some(post) = &cfg.post_backup {
+        let mut env = hook_env.to_vec();
+        env.push((
+            "LIFEBOAT_RESULT",
+            if result.is_ok() { "success" } else { "failure" }.into(),
+        ));
+        if let Err(e) = hooks::run(post, &env, cfg.hook_timeout) {
+            warn!("post-backup hook failed: {e}");
+        }
+    }
+    let (id, out) = result?;
+    if !cfg.keep.is_empty() {
+        match crate::forget::forget(&agent.repo, &cfg.name, &cfg.keep, false) {
+            Ok(d) => {
+                let removed = d.iter().filter(|d| !d.keep).count();
+                if removed > 0 {
+                    info!(removed, kept = d.len() - removed, "retention applied");
+                }
+            }
+            Err(e) => warn!("retention failed (the backup itself is safe): {e}"),
+        }
+    }
+    Ok((id, out))
+}
+
+fn snapshot(agent: &Agent, reason: Reason) -> Result<(Id, backup::BackupOutcome)> {
+    let cfg = &agent.cfg;
+    let mut opts = BackupOptions::new(cfg.name.clone());
+    opts.excludes = cfg.excludes.clone();
+    opts.tags = cfg.tags.clone();
+    opts.labels = cfg.labels.clone();
+    opts.labels
+        .insert("lifeboat.reason".into(), reason.as_str().into());
+    let source = match &cfg.dump_command {
+        Some(cmd) => {
+            opts.method = Some("dump".into());
+            Source::Command {
+                command: cmd.clone(),
+                filename: cfg.dump_filename.clone(),
+            }
+        }
+        None => Source::Paths(vec![cfg.path.clone()]),
+    };
+    let app = agent.app.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let pause = match (&app, cfg.pause && cfg.dump_command.is_none()) {
+        (Some(a), true) if reason != Reason::Final => {
+            opts.method = Some("pause".into());
+            Some(a.pause(cfg.pause_max))
+        }
+        _ => None,
+    };
+    let out = backup::backup(&agent.repo, &source, &opts);
+    if let Some(p) = pause {
+        if p.timed_out() {
+            warn!("the backup outlasted LIFEBOAT_PAUSE_MAX: this snapshot is not crash-consistent");
+        }
+        drop(p);
+    }
+    let out = out?;
+    Ok((out.id, out))
+}
+
+/// Dump mode on a new lease: load the restored dump once the app accepts it.
+fn load_dump(agent: &Agent, snapshot: &Id, file: &std::path::Path) {
+    let cfg = &agent.cfg;
+    let Some(cmd) = &cfg.restore_command else {
+        warn!(file = %file.display(), "dump restored but LIFEBOAT_RESTORE_COMMAND is not set: load it by hand");
+        let _ = gate::finish_marker(&cfg.path, snapshot);
+        agent.state.ready.store(true, Relaxed);
+        return;
+    };
+    let cmd = cmd.replace("{file}", &file.display().to_string());
+    let never_stop = || false;
+    let r = gate::retry(
+        "restore command",
+        cfg.restore_command_timeout,
+        &never_stop,
+        || {
+            hooks::run(
+                &cmd,
+                &[("LIFEBOAT_DUMP_FILE", file.display().to_string())],
+                cfg.hook_timeout,
+            )
+        },
+    );
+    match r {
+        Ok(()) => {
+            if let Err(e) = gate::finish_marker(&cfg.path, snapshot) {
+                warn!("{e}");
+            }
+            let _ = std::fs::remove_dir_all(&cfg.dump_dir);
+            info!(snapshot = %snapshot.short(), "dump loaded into the app");
+            agent.state.ready.store(true, Relaxed);
+        }
+        Err(e) => error!(
+            "the restore command kept failing for {} s: {e}. The volume is not marked restored, so the next start redoes the restore; backups stay off until then",
+            cfg.restore_command_timeout.as_secs()
+        ),
+    }
+}
