@@ -790,3 +790,146 @@ fn pause_mode_freezes_the_app_during_the_backup_and_always_resumes_it() {
     let out = wait_output(d, Duration::from_secs(60));
     assert!(out.status.code().is_some(), "{}", text(&out));
 }
+
+/// A tiny HTTP sink: records `METHOD PATH BODY` of every request.
+fn sink() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read headers, then Content-Length bytes of body.
+            let (head, body) = loop {
+                let n = c.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (String::from_utf8_lossy(&buf).to_string(), String::new());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((h, b)) = text.split_once("\r\n\r\n") {
+                    let len = h
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if b.len() >= len {
+                        break (h.to_string(), b.to_string());
+                    }
+                }
+            };
+            let line = head.lines().next().unwrap_or("").to_string();
+            let mut parts = line.split_whitespace();
+            let (m, p) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            s.lock().unwrap().push(format!("{m} {p} {body}"));
+            let _ =
+                c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn pings_webhooks_skipped_runs_and_json_summary_logs() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    cli_init(&repo);
+    let v = t.path().join("vol");
+    common::write(&v.join("f"), b"data");
+    let (sink_addr, seen) = sink();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let flag = t.path().join("fail-next");
+    let d = agent(repo.to_str().unwrap(), &v, "note", &t.path().join("c"))
+        .env("LIFEBOAT_LISTEN", &addr)
+        .env("LIFEBOAT_CONTROL_TOKEN", "tk")
+        .env("LIFEBOAT_PING_URL", format!("http://{sink_addr}/ping/uuid"))
+        .env("LIFEBOAT_WEBHOOK_URL", format!("http://{sink_addr}/hook"))
+        .env("LIFEBOAT_LOG_FORMAT", "json")
+        // Slow enough to overlap a second request; fails when the flag file exists.
+        .env(
+            "LIFEBOAT_PRE_BACKUP",
+            format!("sleep 1; test ! -e {}", flag.display()),
+        )
+        .arg("daemon")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("readiness", Duration::from_secs(30), || {
+        TcpStream::connect(&addr).is_ok() && http(&addr, "GET", "/readyz", None).0 == 200
+    });
+    assert_eq!(http(&addr, "POST", "/backup", Some("tk")).0, 202);
+    std::thread::sleep(Duration::from_millis(300));
+    // The first is still in its pre hook: this one is skipped, never run alongside.
+    let (code, body) = http(&addr, "POST", "/backup?wait=1", Some("tk"));
+    assert_eq!(code, 409, "{body}");
+    wait_until("the first backup", Duration::from_secs(30), || {
+        snapshots(repo.to_str().unwrap()).len() == 1
+    });
+    std::fs::write(&flag, b"").unwrap();
+    let (code, body) = http(&addr, "POST", "/backup?wait=1", Some("tk"));
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("LIFEBOAT_PRE_BACKUP"), "{body}");
+    let (_, metrics) = http(&addr, "GET", "/metrics", None);
+    assert!(
+        metrics.contains("lifeboat_skipped_runs_total{volume=\"note\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lifeboat_backup_failures_total{volume=\"note\"} 1"),
+        "{metrics}"
+    );
+    wait_until("notifications", Duration::from_secs(20), || {
+        seen.lock().unwrap().len() >= 6
+    });
+    let seen = seen.lock().unwrap().clone();
+    let count = |prefix: &str| seen.iter().filter(|s| s.starts_with(prefix)).count();
+    assert_eq!(count("POST /ping/uuid/start "), 2, "{seen:?}");
+    assert_eq!(count("POST /ping/uuid "), 1, "{seen:?}");
+    assert_eq!(count("POST /ping/uuid/fail "), 1, "{seen:?}");
+    let fail = seen
+        .iter()
+        .find(|s| s.starts_with("POST /ping/uuid/fail "))
+        .unwrap();
+    assert!(
+        fail.contains("LIFEBOAT_PRE_BACKUP"),
+        "the failure ping carries the error: {fail}"
+    );
+    let hooks: Vec<serde_json::Value> = seen
+        .iter()
+        .filter_map(|s| s.strip_prefix("POST /hook "))
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    assert_eq!(hooks.len(), 2, "{seen:?}");
+    assert!(
+        hooks
+            .iter()
+            .any(|h| h["event"] == "backup.success" && h["volume"] == "note")
+    );
+    assert!(hooks.iter().any(|h| h["event"] == "backup.failure"));
+    std::fs::remove_file(&flag).unwrap();
+    kill(d.id(), libc::SIGTERM);
+    let out = wait_output(d, Duration::from_secs(60));
+    // JSON lines, one summary line per backup (the requested one and the final one).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l}")))
+        .collect();
+    let summaries = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "backup done")
+        .count();
+    assert_eq!(summaries, 2, "{stderr}");
+}
