@@ -933,3 +933,77 @@ fn pings_webhooks_skipped_runs_and_json_summary_logs() {
         .count();
     assert_eq!(summaries, 2, "{stderr}");
 }
+
+#[test]
+fn as_pid_1_it_reaps_orphaned_zombies() {
+    // A new PID namespace makes lifeboat PID 1, as a container entrypoint is.
+    let probe = Command::new("unshare")
+        .args(["-fp", "--mount-proc", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: this machine cannot create a PID namespace (unshare -fp)");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    cli_init(&repo);
+    let v = t.path().join("vol");
+    // The app orphans a short-lived grandchild, then counts zombies once it has exited.
+    let app =
+        "(sleep 0.2 &); sleep 1.5; grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l";
+    let c = agent(repo.to_str().unwrap(), &v, "init", &t.path().join("c"));
+    let prog = c.get_program().to_owned();
+    let envs: Vec<_> = c
+        .get_envs()
+        .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+        .collect();
+    let mut u = Command::new("unshare");
+    u.env_clear()
+        .args(["-fp", "--mount-proc"])
+        .arg(prog)
+        .args(["run", "--", "sh", "-c", app]);
+    for (k, v) in envs {
+        if let Some(v) = v {
+            u.env(k, v);
+        }
+    }
+    let out = u.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "zombies left: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_volume_with_data_starts_even_when_the_repository_is_down() {
+    let t = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let v = t.path().join("vol");
+    common::write(&v.join("db"), b"the app's own data");
+    let out = agent(
+        &format!("s3:http://127.0.0.1:{port}/bucket"),
+        &v,
+        "up",
+        &t.path().join("c"),
+    )
+    .env("AWS_ACCESS_KEY_ID", "x")
+    .env("AWS_SECRET_ACCESS_KEY", "y")
+    .env("AWS_REGION", "us-east-1")
+    .env("LIFEBOAT_RETRY_ATTEMPTS", "1")
+    .env("LIFEBOAT_SHUTDOWN_BACKUP_TIMEOUT", "2s")
+    .args(["run", "--", "sh", "-c", "cat \"$LIFEBOAT_PATH/db\"; exit 5"])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "the app's own data");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the app starts now"), "{err}");
+    assert!(err.contains("final backup failed"), "{err}");
+}

@@ -18,7 +18,7 @@ pub mod schedule;
 pub mod state;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -61,7 +61,8 @@ pub const EXIT_GATE_FAILED: u8 = 13;
 
 struct Agent {
     cfg: AgentConfig,
-    repo: Arc<Repository>,
+    repo: OnceLock<Arc<Repository>>,
+    lease: Mutex<Option<Lease>>,
     state: Arc<State>,
     notifier: Notifier,
     app: Mutex<Option<Arc<App>>>,
@@ -162,14 +163,17 @@ pub fn run(cfg: AgentConfig, access: RepoAccess, mode: Mode) -> Result<u8> {
     let stopped = || stop.load(Relaxed);
 
     info!(name = %cfg.name, path = %cfg.path.display(), schedule = %cfg.schedule, "lifeboat agent starting");
-    let repo = match gate::retry(
-        "connecting to the repository",
-        cfg.restore_timeout,
-        &stopped,
-        || connect(&access),
-    ) {
-        Ok(r) => Arc::new(r),
-        Err(e) => return gate_failed(&cfg, &state, e, mode, None),
+    // A volume that has data needs nothing from the repository to start: if the repository does
+    // not answer at once, the app starts anyway and backups begin once it does. Only an empty
+    // volume waits for (and, if it never answers, refuses to start without) the repository.
+    let has_data = matches!(
+        gate::volume_state(&cfg.path),
+        Ok(gate::VolumeState::HasData)
+    );
+    let window = if has_data {
+        Duration::ZERO
+    } else {
+        cfg.restore_timeout
     };
     let holder = format!(
         "{}:{}:{}",
@@ -177,41 +181,122 @@ pub fn run(cfg: AgentConfig, access: RepoAccess, mode: Mode) -> Result<u8> {
         std::process::id(),
         hex::encode(crate::crypto::random_bytes::<4>())
     );
-    let lease = Lease::acquire(
-        repo.clone(),
-        &cfg.name,
-        &holder,
-        cfg.lease_ttl,
-        cfg.lease_wait,
-        &stopped,
-    )?;
-    let started = Instant::now();
-    let outcome = match gate::retry("restore gate", cfg.restore_timeout, &stopped, || {
-        gate::attempt(&repo, &cfg)
+    let repo = match gate::retry("connecting to the repository", window, &stopped, || {
+        connect(&access)
     }) {
-        Ok(o) => o,
-        Err(e) => {
-            let r = gate_failed(&cfg, &state, e, mode, Some(&repo));
-            lease.release();
-            return r;
+        Ok(r) => Some(Arc::new(r)),
+        Err(e) if has_data => {
+            warn!(
+                "the repository does not answer ({e}); the volume has data, so the app starts now and backups begin once the repository is reachable"
+            );
+            None
+        }
+        Err(e) => return gate_failed(&cfg, &state, e, mode),
+    };
+    let (outcome, lease) = match &repo {
+        None => (GateOutcome::HasData, None),
+        Some(repo) => {
+            let lease = Lease::acquire(
+                repo.clone(),
+                &cfg.name,
+                &holder,
+                cfg.lease_ttl,
+                cfg.lease_wait,
+                &stopped,
+            )?;
+            let started = Instant::now();
+            let outcome = match gate::retry("restore gate", cfg.restore_timeout, &stopped, || {
+                gate::attempt(repo, &cfg)
+            }) {
+                Ok(o) => o,
+                Err(e) => {
+                    let r = gate_failed(&cfg, &state, e, mode);
+                    lease.release();
+                    return r;
+                }
+            };
+            *state.requests.lock().unwrap_or_else(|e| e.into_inner()) = repo.stats();
+            record_gate(&state, &outcome, started.elapsed().as_secs_f64());
+            (outcome, Some(lease))
         }
     };
-    record_gate(&state, &outcome, started.elapsed().as_secs_f64());
-    *state.requests.lock().unwrap_or_else(|e| e.into_inner()) = repo.stats();
+    if repo.is_none() {
+        record_gate(&state, &outcome, 0.0);
+    }
     if stopped() {
-        lease.release();
+        if let Some(l) = lease {
+            l.release();
+        }
         return Ok(128 + SIGTERM as u8);
     }
     let agent = Arc::new(Agent {
         notifier: Notifier::new(cfg.ping_url.clone(), cfg.webhook_url.clone()),
         cfg,
-        repo,
+        repo: OnceLock::new(),
+        lease: Mutex::new(lease),
         state,
         app: Mutex::new(None),
     });
+    match repo {
+        Some(r) => {
+            let _ = agent.repo.set(r);
+        }
+        None => {
+            let agent = agent.clone();
+            std::thread::spawn(move || connect_later(&agent, &access, &holder));
+        }
+    }
     let code = main_loop(&agent, mode, outcome, sig_rx, trigger_rx);
-    lease.release();
+    let lease = agent.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(l) = lease {
+        l.release();
+    }
     code
+}
+
+/// Keeps trying to reach the repository after the app started on a volume with data.
+fn connect_later(agent: &Agent, access: &RepoAccess, holder: &str) {
+    let mut delay = Duration::from_secs(5);
+    loop {
+        std::thread::sleep(delay);
+        match connect(access) {
+            Ok(repo) => {
+                let repo = Arc::new(repo);
+                let never = || false;
+                match Lease::acquire(
+                    repo.clone(),
+                    &agent.cfg.name,
+                    holder,
+                    agent.cfg.lease_ttl,
+                    agent.cfg.lease_wait,
+                    &never,
+                ) {
+                    Ok(l) => {
+                        *agent.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(l);
+                        let _ = agent.repo.set(repo);
+                        info!("the repository answers now: backups are on");
+                        return;
+                    }
+                    Err(e) => warn!("{e}"),
+                }
+            }
+            Err(e) => warn!(
+                retry_in = format!("{}s", delay.as_secs()),
+                "repository still unreachable: {e}"
+            ),
+        }
+        delay = (delay * 2).min(Duration::from_secs(300));
+    }
+}
+
+impl Agent {
+    fn repo(&self) -> Result<&Arc<Repository>> {
+        self.repo.get().ok_or_else(|| {
+            Error::invalid(
+                "the repository has not been reachable since start; backups begin once it is",
+            )
+        })
+    }
 }
 
 fn record_gate(state: &State, outcome: &GateOutcome, seconds: f64) {
@@ -236,13 +321,7 @@ fn record_gate(state: &State, outcome: &GateOutcome, seconds: f64) {
     }
 }
 
-fn gate_failed(
-    cfg: &AgentConfig,
-    state: &Arc<State>,
-    e: Error,
-    mode: Mode,
-    _repo: Option<&Arc<Repository>>,
-) -> Result<u8> {
+fn gate_failed(cfg: &AgentConfig, state: &Arc<State>, e: Error, mode: Mode) -> Result<u8> {
     if !cfg.start_empty_on_failure {
         error!(
             "restore gate failed, the app is not started on an empty volume: {e}. Fix the repository access or set LIFEBOAT_ON_RESTORE_FAILURE=start-empty"
@@ -422,7 +501,9 @@ fn run_backup(agent: &Agent, reason: Reason) -> Result<Id> {
     agent.notifier.start();
     let started = Instant::now();
     let r = backup_inner(agent, reason);
-    *state.requests.lock().unwrap_or_else(|e| e.into_inner()) = agent.repo.stats();
+    if let Ok(repo) = agent.repo() {
+        *state.requests.lock().unwrap_or_else(|e| e.into_inner()) = repo.stats();
+    }
     let cfg = &agent.cfg;
     match &r {
         Ok((id, out)) => {
@@ -506,7 +587,7 @@ fn backup_inner(agent: &Agent, reason: Reason) -> Result<(Id, backup::BackupOutc
     }
     let (id, out) = result?;
     if !cfg.keep.is_empty() {
-        match crate::forget::forget(&agent.repo, &cfg.name, &cfg.keep, false) {
+        match crate::forget::forget(agent.repo()?, &cfg.name, &cfg.keep, false) {
             Ok(d) => {
                 let removed = d.iter().filter(|d| !d.keep).count();
                 if removed > 0 {
@@ -545,7 +626,8 @@ fn snapshot(agent: &Agent, reason: Reason) -> Result<(Id, backup::BackupOutcome)
         }
         _ => None,
     };
-    let out = backup::backup(&agent.repo, &source, &opts);
+    let repo = agent.repo()?;
+    let out = backup::backup(repo, &source, &opts);
     if let Some(p) = pause {
         if p.timed_out() {
             warn!("the backup outlasted LIFEBOAT_PAUSE_MAX: this snapshot is not crash-consistent");
