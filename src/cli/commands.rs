@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{Cli, Command, ConfigCommand, Global, KeyCommand, password};
+use super::{Cli, Command, ConfigCommand, Global, KeyCommand, RepairCommand, password};
 use crate::agent::config::AgentConfig;
 use crate::agent::gate::GateOutcome;
 use crate::agent::{Mode, RepoAccess};
@@ -242,6 +242,82 @@ pub fn run(cli: Cli) -> Result<u8> {
                 println!("{what}");
             }
             Ok(0)
+        }
+        Command::Forget(a) => {
+            let repo = open(g)?;
+            let policy = crate::forget::KeepPolicy {
+                last: a.keep_last.unwrap_or(0),
+                hourly: a.keep_hourly.unwrap_or(0),
+                daily: a.keep_daily.unwrap_or(0),
+                weekly: a.keep_weekly.unwrap_or(0),
+                monthly: a.keep_monthly.unwrap_or(0),
+                yearly: a.keep_yearly.unwrap_or(0),
+                within: a
+                    .keep_within
+                    .as_deref()
+                    .map(|w| {
+                        format::parse_duration(w)
+                            .map_err(|e| Error::invalid(format!("--keep-within: {e}")))
+                    })
+                    .transpose()?,
+                tags: a.keep_tags.clone(),
+            };
+            let mut names: Vec<String> = repo
+                .snapshots()?
+                .into_iter()
+                .map(|(_, s)| s.name)
+                .filter(|n| a.name.as_ref().is_none_or(|w| w == n))
+                .collect();
+            names.sort();
+            names.dedup();
+            let mut report = Vec::new();
+            for name in names {
+                let decisions = crate::forget::forget(&repo, &name, &policy, a.dry_run)?;
+                if !g.json && !g.quiet {
+                    let removed = decisions.iter().filter(|d| !d.keep).count();
+                    println!(
+                        "volume {name:?}: keep {}, {} {removed}",
+                        decisions.len() - removed,
+                        if a.dry_run { "would remove" } else { "removed" }
+                    );
+                    for d in &decisions {
+                        println!(
+                            "  {} {}  {}",
+                            if d.keep { "keep  " } else { "remove" },
+                            d.id.short(),
+                            d.time.format("%Y-%m-%d %H:%M:%S"),
+                        );
+                        if d.keep {
+                            println!("           ({})", d.reasons.join(", "));
+                        }
+                    }
+                }
+                report.push(json!({"name": name, "decisions": decisions}));
+            }
+            if g.json {
+                println!("{}", json!({"dry_run": a.dry_run, "groups": report}));
+            }
+            Ok(0)
+        }
+        Command::Repair(RepairCommand::Index) => {
+            let repo = open_uncached(g)?;
+            let r = repo.repair_index()?;
+            let (packs, blobs, bad) = (r.packs, r.blobs, &r.unreadable);
+            for (key, e) in bad {
+                eprintln!("lifeboat: repair index: {key} left out: {e}");
+            }
+            if g.json {
+                println!(
+                    "{}",
+                    json!({"packs": packs, "blobs": blobs, "unreadable": bad})
+                );
+            } else if !g.quiet {
+                println!(
+                    "index rebuilt from {packs} pack header(s): {blobs} blob(s); {} unreadable pack(s) left out",
+                    bad.len()
+                );
+            }
+            Ok(if bad.is_empty() { 0 } else { 3 })
         }
         Command::Run(a) => {
             let cfg = AgentConfig::from_args(&a.agent)?;

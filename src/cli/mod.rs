@@ -87,6 +87,12 @@ enum Command {
     /// Protect a volume from a sidecar container: restore gate, scheduled backups, a final
     /// backup on SIGTERM.
     Daemon(DaemonArgs),
+    /// Remove snapshots a keep policy does not keep (per volume name); the data stays until a
+    /// prune.
+    Forget(ForgetArgs),
+    /// Rebuild damaged repository metadata.
+    #[command(subcommand)]
+    Repair(RepairCommand),
     /// Check the agent's settings.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -193,6 +199,46 @@ struct RestoreArgs {
     /// alone.
     #[arg(long, conflicts_with_all = ["overwrite", "include"])]
     if_empty: bool,
+}
+
+#[derive(Args, Debug)]
+struct ForgetArgs {
+    /// Only this volume name (default: every name, each on its own).
+    #[arg(long)]
+    name: Option<String>,
+    /// Keep the newest N snapshots.
+    #[arg(long)]
+    keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours.
+    #[arg(long)]
+    keep_hourly: Option<u32>,
+    /// ... of each of the last N days.
+    #[arg(long)]
+    keep_daily: Option<u32>,
+    /// ... of each of the last N weeks.
+    #[arg(long)]
+    keep_weekly: Option<u32>,
+    /// ... of each of the last N months.
+    #[arg(long)]
+    keep_monthly: Option<u32>,
+    /// ... of each of the last N years.
+    #[arg(long)]
+    keep_yearly: Option<u32>,
+    /// Keep everything within this long of the newest snapshot (e.g. `30d`).
+    #[arg(long)]
+    keep_within: Option<String>,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long = "keep-tag")]
+    keep_tags: Vec<String>,
+    /// Show what would be kept and removed, and why, without removing anything.
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum RepairCommand {
+    /// Rebuild the index from the pack headers (when index objects are damaged or lost).
+    Index,
 }
 
 #[derive(Args, Debug)]

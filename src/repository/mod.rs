@@ -25,6 +25,17 @@ use pack::{BlobType, PackEntry};
 use snapshot::{SNAPSHOT_VERSION, Snapshot};
 use tree::Tree;
 
+/// What `repair index` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IndexRepair {
+    /// Packs in the new index.
+    pub packs: usize,
+    /// Blobs in the new index.
+    pub blobs: usize,
+    /// Packs left out, with why their header could not be read.
+    pub unreadable: Vec<(String, String)>,
+}
+
 /// Options fixed at `init`.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -232,22 +243,83 @@ impl Repository {
     pub fn index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
         let listed = self.backend.list("index/")?;
         self.cache_retain("index/", &listed);
-        let files: Vec<(Id, IndexFile)> =
-            crate::parallel::map(listed, 8, |info| -> Result<(Id, IndexFile)> {
-                let id = object_id(&info.key, "index/")?;
-                let bytes = self.get_immutable(&info.key, &id)?;
-                Ok((id, IndexFile::decode(&self.key, &info.key, &bytes)?))
-            })
-            .into_iter()
-            .collect::<Result<_>>()?;
-        let superseded: std::collections::HashSet<Id> = files
+        let read = crate::parallel::map(listed, 8, |info| {
+            let id = object_id(&info.key, "index/");
+            let r = id
+                .as_ref()
+                .map_err(|e| Error::invalid(e.to_string()))
+                .and_then(|id| {
+                    let bytes = self.get_immutable(&info.key, id)?;
+                    IndexFile::decode(&self.key, &info.key, &bytes)
+                });
+            (id.ok(), r)
+        });
+        let superseded: std::collections::HashSet<Id> = read
             .iter()
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .flat_map(|f| f.supersedes.iter().copied())
             .collect();
+        let mut files = Vec::new();
+        for (id, r) in read {
+            match (id, r) {
+                (Some(id), Ok(f)) => files.push((id, f)),
+                // A damaged object that a repaired index replaces no longer matters.
+                (Some(id), Err(_)) if superseded.contains(&id) => {}
+                (_, Err(e)) => return Err(e),
+                (None, Ok(_)) => {}
+            }
+        }
         Ok(files
             .into_iter()
             .filter(|(id, _)| !superseded.contains(id))
             .collect())
+    }
+
+    /// Rebuilds the index from the pack headers themselves: reads every pack's header (one ranged
+    /// read each), writes one index object listing every readable pack and superseding every
+    /// index object present, readable or not, then deletes those. Packs whose header cannot be
+    /// read are reported and left out.
+    pub fn repair_index(&self) -> Result<IndexRepair> {
+        let old: Vec<Id> = self
+            .backend
+            .list("index/")?
+            .iter()
+            .filter_map(|o| object_id(&o.key, "index/").ok())
+            .collect();
+        let listed = self.backend.list("data/")?;
+        let read = crate::parallel::map(listed, 8, |info| {
+            let r = object_id(&info.key, "data/")
+                .and_then(|id| Ok((id, self.read_pack_header(&id, info.size)?)));
+            (info.key, r)
+        });
+        let mut file = IndexFile {
+            supersedes: old,
+            packs: Vec::new(),
+        };
+        let mut bad = Vec::new();
+        let mut blobs = 0;
+        for (key, r) in read {
+            match r {
+                Ok((id, entries)) => {
+                    blobs += entries.len();
+                    file.packs.push((id, entries));
+                }
+                Err(e) => bad.push((key, e.to_string())),
+            }
+        }
+        file.packs.sort_by_key(|(id, _)| *id);
+        let packs = file.packs.len();
+        self.save_index(&file)?;
+        // The new object supersedes the old ones, so they can go: an index written meanwhile by a
+        // concurrent backup was not listed above and stays.
+        for id in &file.supersedes {
+            self.backend.delete(&format!("index/{id}"))?;
+        }
+        Ok(IndexRepair {
+            packs,
+            blobs,
+            unreadable: bad,
+        })
     }
 
     /// Builds the in-memory index from all live index objects.
