@@ -49,6 +49,36 @@ impl KeepPolicy {
     }
 }
 
+impl KeepPolicy {
+    /// Builds a policy from the counts `[last, hourly, daily, weekly, monthly, yearly]` (absent
+    /// means 0), a `within` duration text and tags, as both `forget` and the agent take them.
+    /// `within_name` names the setting in the error.
+    pub fn from_settings(
+        counts: [Option<u32>; 6],
+        within: Option<&str>,
+        within_name: &str,
+        tags: Vec<String>,
+    ) -> Result<KeepPolicy> {
+        let [last, hourly, daily, weekly, monthly, yearly] = counts.map(|c| c.unwrap_or(0));
+        let within = within
+            .map(|w| {
+                crate::format::parse_duration(w)
+                    .map_err(|e| Error::invalid(format!("{within_name}: {e}")))
+            })
+            .transpose()?;
+        Ok(KeepPolicy {
+            last,
+            hourly,
+            daily,
+            weekly,
+            monthly,
+            yearly,
+            within,
+            tags,
+        })
+    }
+}
+
 /// The verdict on one snapshot.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {

@@ -278,20 +278,19 @@ impl AgentConfig {
                 )));
             }
         };
-        let keep = KeepPolicy {
-            last: a.keep_last.unwrap_or(0),
-            hourly: a.keep_hourly.unwrap_or(0),
-            daily: a.keep_daily.unwrap_or(0),
-            weekly: a.keep_weekly.unwrap_or(0),
-            monthly: a.keep_monthly.unwrap_or(0),
-            yearly: a.keep_yearly.unwrap_or(0),
-            within: a
-                .keep_within
-                .as_deref()
-                .map(|w| duration("LIFEBOAT_KEEP_WITHIN", w))
-                .transpose()?,
-            tags: Vec::new(),
-        };
+        let keep = KeepPolicy::from_settings(
+            [
+                a.keep_last,
+                a.keep_hourly,
+                a.keep_daily,
+                a.keep_weekly,
+                a.keep_monthly,
+                a.keep_yearly,
+            ],
+            a.keep_within.as_deref(),
+            "LIFEBOAT_KEEP_WITHIN",
+            Vec::new(),
+        )?;
         if a.restore_command.is_some() && a.dump_command.is_none() {
             return Err(Error::invalid(
                 "LIFEBOAT_RESTORE_COMMAND loads a dump: set LIFEBOAT_DUMP_COMMAND too",

@@ -245,23 +245,19 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Forget(a) => {
             let repo = open(g)?;
-            let policy = crate::forget::KeepPolicy {
-                last: a.keep_last.unwrap_or(0),
-                hourly: a.keep_hourly.unwrap_or(0),
-                daily: a.keep_daily.unwrap_or(0),
-                weekly: a.keep_weekly.unwrap_or(0),
-                monthly: a.keep_monthly.unwrap_or(0),
-                yearly: a.keep_yearly.unwrap_or(0),
-                within: a
-                    .keep_within
-                    .as_deref()
-                    .map(|w| {
-                        format::parse_duration(w)
-                            .map_err(|e| Error::invalid(format!("--keep-within: {e}")))
-                    })
-                    .transpose()?,
-                tags: a.keep_tags.clone(),
-            };
+            let policy = crate::forget::KeepPolicy::from_settings(
+                [
+                    a.keep_last,
+                    a.keep_hourly,
+                    a.keep_daily,
+                    a.keep_weekly,
+                    a.keep_monthly,
+                    a.keep_yearly,
+                ],
+                a.keep_within.as_deref(),
+                "--keep-within",
+                a.keep_tags.clone(),
+            )?;
             let mut names: Vec<String> = repo
                 .snapshots()?
                 .into_iter()

@@ -359,17 +359,11 @@ impl Repository {
         Ok(id)
     }
 
-    /// Removes one snapshot object (forget). The data it referenced stays until a prune.
+    /// Removes one snapshot object (forget). The data it referenced stays until a prune. A
+    /// cached copy is harmless (readers only load listed snapshots) and is dropped by the next
+    /// listing, so no extra request is spent here.
     pub fn delete_snapshot(&self, id: &Id) -> Result<()> {
-        let key = format!("snapshots/{id}");
-        self.backend.delete(&key)?;
-        if let Some(c) = &self.cache {
-            let listed = self.backend.list("snapshots/")?;
-            let live: std::collections::HashSet<&str> =
-                listed.iter().map(|o| o.key.as_str()).collect();
-            c.retain("snapshots/", &live);
-        }
-        Ok(())
+        self.backend.delete(&format!("snapshots/{id}"))
     }
 
     /// Loads one snapshot.
