@@ -67,6 +67,16 @@ pub enum Error {
     #[error("command `{command}` failed: {message}")]
     Command { command: String, message: String },
 
+    /// A backup's heartbeat lapsed (process stopped, storage unreachable), so a concurrent prune
+    /// may have counted it as dead. Nothing was committed; the next run is safe.
+    #[error(
+        "this backup's heartbeat lapsed for {gap_seconds}s (the limit is {limit_seconds}s), so a concurrent prune may have taken it for dead; nothing was committed: run the backup again"
+    )]
+    HeartbeatLapsed {
+        gap_seconds: u64,
+        limit_seconds: u64,
+    },
+
     /// The run was cancelled (signal or shutdown).
     #[error("interrupted")]
     Interrupted,

@@ -4,7 +4,8 @@
 //! The data path, one module per stage:
 //! [`backup`] (walk → [`chunker`] → keyed BLAKE3 → dedup → zstd → [`crypto`] → pack → upload to a
 //! [`backend`]), and its mirror [`restore`]. [`repository`] owns the stored format
-//! (docs/FORMAT.md); [`check`] verifies it.
+//! (docs/FORMAT.md); [`check`] verifies it; [`forget`] and [`prune`] remove what is no longer
+//! wanted, without locks.
 
 pub mod agent;
 pub mod backend;
@@ -21,6 +22,8 @@ pub mod ls;
 pub mod parallel;
 pub mod process;
 pub mod progress;
+pub mod prune;
+pub mod repair;
 pub mod repository;
 pub mod restore;
 pub mod sysinfo;

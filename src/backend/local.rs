@@ -175,11 +175,14 @@ impl Backend for LocalBackend {
                         stack.push(path);
                     }
                 } else if rel.starts_with(prefix) {
-                    let size = entry
+                    let meta = entry
                         .metadata()
-                        .ctx(|| format!("cannot stat {}", path.display()))?
-                        .len();
-                    out.push(ObjectInfo { key: rel, size });
+                        .ctx(|| format!("cannot stat {}", path.display()))?;
+                    out.push(ObjectInfo {
+                        key: rel,
+                        size: meta.len(),
+                        modified: meta.modified().ok(),
+                    });
                 }
             }
         }

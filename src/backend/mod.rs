@@ -52,6 +52,9 @@ pub struct ObjectInfo {
     pub key: String,
     /// Size in bytes.
     pub size: u64,
+    /// When the object was last written, as the store reports it. Prune uses it to leave young
+    /// packs alone (a running backup's, and on Storj any younger than the 30-day minimum).
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// A store of named bytes.

@@ -579,6 +579,9 @@ impl Backend for S3Backend {
                         out.push(ObjectInfo {
                             key: k[strip..].to_string(),
                             size: o.size().unwrap_or(0).max(0) as u64,
+                            modified: o
+                                .last_modified()
+                                .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
                         });
                     }
                 }

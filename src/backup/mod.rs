@@ -9,6 +9,7 @@
 //! the file sizes. Trees are built bottom-up once all file contents are known, then the index,
 //! then the snapshot: a run that dies early leaves only packs, which the next run adopts.
 
+mod heartbeat;
 mod packer;
 mod walk;
 
@@ -34,6 +35,7 @@ use crate::repository::snapshot::{SNAPSHOT_VERSION, Snapshot, Summary};
 use crate::repository::tree::{Node, NodeKind, Tree};
 use crate::repository::{Repository, TreeLoader};
 
+pub(crate) use heartbeat::Heartbeat;
 pub use packer::{FinishedPack, Packer, SealedBlob};
 pub use walk::node_from_metadata;
 use walk::{FileJob, Pending, Walker};
@@ -129,7 +131,7 @@ pub(crate) struct Shared<'a> {
 impl Shared<'_> {
     /// True exactly once per blob id across all threads, and never for blobs already indexed.
     fn claim(&self, id: &Id) -> bool {
-        !self.index.contains(id) && self.claimed.lock().expect("claimed").insert(*id)
+        !self.index.reusable(id) && self.claimed.lock().expect("claimed").insert(*id)
     }
 
     fn aborted(&self) -> bool {
@@ -162,11 +164,21 @@ struct FileOutcome {
     size: u64,
 }
 
-/// Runs a backup and commits a snapshot.
+/// Runs a backup and commits a snapshot. No lock is taken: a writer record with a heartbeat tells
+/// a concurrent prune this backup is alive (docs/FORMAT.md §11a).
 pub fn backup(repo: &Repository, source: &Source, opts: &BackupOptions) -> Result<BackupOutcome> {
+    validate_name(&opts.name)?;
+    heartbeat::Heartbeat::scope(repo, &opts.name, |hb| run(repo, source, opts, hb))
+}
+
+fn run(
+    repo: &Repository,
+    source: &Source,
+    opts: &BackupOptions,
+    hb: &heartbeat::Heartbeat,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     let time = chrono::Utc::now();
-    validate_name(&opts.name)?;
     let level = opts
         .compression_level
         .unwrap_or(repo.config().compression_level);
@@ -329,6 +341,8 @@ pub fn backup(repo: &Repository, source: &Source, opts: &BackupOptions) -> Resul
     let new_packs: Vec<(Id, Vec<PackEntry>)> = done_rx.iter().collect();
     let packs_written = new_packs.len() as u64;
 
+    // Still alive in every prune's eyes? Then no sweep can have removed what this backup reuses.
+    hb.confirm()?;
     let packs_adopted = adopted.len() as u64;
     let mut index_packs = adopted;
     index_packs.extend(new_packs);
@@ -489,7 +503,7 @@ fn adopt_orphan_packs(repo: &Repository, index: &mut Index) -> Result<Vec<(Id, V
         let Ok(id) = crate::repository::object_id(&info.key, "data/") else {
             continue;
         };
-        if index.has_pack(&id) {
+        if index.has_pack(&id) || index.is_marked(&id) {
             continue;
         }
         match repo.read_pack_header(&id, info.size) {
@@ -571,7 +585,7 @@ fn chunk_into<R: std::io::Read>(
 }
 
 /// Compresses (when that helps) and seals one blob.
-fn seal_blob(
+pub(crate) fn seal_blob(
     repo: &Repository,
     level: i32,
     id: Id,
@@ -673,7 +687,8 @@ fn pack_stage(
     }
 }
 
-fn upload_pack(repo: &Repository, p: &FinishedPack) -> Result<()> {
+/// Uploads a closed pack (and keeps tree packs in the local cache).
+pub(crate) fn upload_pack(repo: &Repository, p: &FinishedPack) -> Result<()> {
     let key = pack::pack_key(&p.id);
     if p.entries.first().is_some_and(|e| e.kind == BlobType::Tree) {
         // The next backup walks these trees as its parent: keep them local.

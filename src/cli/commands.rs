@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{Cli, Command, ConfigCommand, Global, KeyCommand, RepairCommand, password};
+use super::{Cli, Command, ConfigCommand, Global, KeyCommand, PruneOpts, RepairCommand, password};
 use crate::agent::config::AgentConfig;
 use crate::agent::gate::GateOutcome;
 use crate::agent::{Mode, RepoAccess};
@@ -290,30 +290,109 @@ pub fn run(cli: Cli) -> Result<u8> {
                 }
                 report.push(json!({"name": name, "decisions": decisions}));
             }
+            let pruned = if a.prune {
+                let opts = prune_options(&a.prune_opts, a.dry_run)?;
+                Some(crate::prune::prune(&repo, &opts)?)
+            } else {
+                None
+            };
             if g.json {
-                println!("{}", json!({"dry_run": a.dry_run, "groups": report}));
+                println!(
+                    "{}",
+                    json!({"dry_run": a.dry_run, "groups": report, "prune": pruned})
+                );
+            } else if let Some(p) = &pruned
+                && !g.quiet
+            {
+                print_prune(p);
             }
             Ok(0)
         }
-        Command::Repair(RepairCommand::Index) => {
+        Command::Prune(a) => {
+            let repo = open(g)?;
+            let opts = prune_options(&a.opts, a.dry_run)?;
+            let r = crate::prune::prune(&repo, &opts)?;
+            if g.json {
+                println!("{}", json!(r));
+            } else if !g.quiet {
+                print_prune(&r);
+            }
+            Ok(0)
+        }
+        Command::Repair(RepairCommand::Index { read_data }) => {
             let repo = open_uncached(g)?;
-            let r = repo.repair_index()?;
+            let r = repo.repair_index(read_data)?;
             let (packs, blobs, bad) = (r.packs, r.blobs, &r.unreadable);
             for (key, e) in bad {
                 eprintln!("lifeboat: repair index: {key} left out: {e}");
             }
+            for (key, e) in &r.damaged_blobs {
+                eprintln!("lifeboat: repair index: {key}: blob left out: {e}");
+            }
             if g.json {
                 println!(
                     "{}",
-                    json!({"packs": packs, "blobs": blobs, "unreadable": bad})
+                    json!({"packs": packs, "blobs": blobs, "unreadable": bad, "damaged_blobs": r.damaged_blobs})
                 );
             } else if !g.quiet {
                 println!(
-                    "index rebuilt from {packs} pack header(s): {blobs} blob(s); {} unreadable pack(s) left out",
-                    bad.len()
+                    "index rebuilt from {packs} pack header(s): {blobs} blob(s); {} unreadable pack(s) and {} damaged blob(s) left out",
+                    bad.len(),
+                    r.damaged_blobs.len()
                 );
             }
-            Ok(if bad.is_empty() { 0 } else { 3 })
+            Ok(if bad.is_empty() && r.damaged_blobs.is_empty() {
+                0
+            } else {
+                3
+            })
+        }
+        Command::Repair(RepairCommand::Snapshots { forget, dry_run }) => {
+            let repo = open_uncached(g)?;
+            let r = crate::repair::repair_snapshots(&repo, forget, dry_run)?;
+            if g.json {
+                println!("{}", json!({"dry_run": dry_run, "repaired": r}));
+            } else if !g.quiet {
+                if r.is_empty() {
+                    println!("no snapshot references lost data");
+                }
+                for s in &r {
+                    let short = &s.snapshot[..8];
+                    match (&s.unreadable, &s.replacement) {
+                        (Some(e), _) => println!(
+                            "snapshot {short}: unreadable ({e}){}",
+                            if s.forgotten {
+                                "; removed"
+                            } else {
+                                "; remove it with --forget"
+                            }
+                        ),
+                        (None, Some(new)) => println!(
+                            "snapshot {short}: replaced by {} (tag `repaired`): {} file(s) dropped, {} director(ies) emptied{}",
+                            &new[..8],
+                            s.files_dropped.len(),
+                            s.dirs_emptied.len(),
+                            if s.forgotten {
+                                "; original removed"
+                            } else {
+                                ""
+                            }
+                        ),
+                        (None, None) => println!(
+                            "snapshot {short}: would drop {} file(s) and empty {} director(ies)",
+                            s.files_dropped.len(),
+                            s.dirs_emptied.len()
+                        ),
+                    }
+                    for f in &s.files_dropped {
+                        println!("  dropped {f}");
+                    }
+                    for d in &s.dirs_emptied {
+                        println!("  emptied {d}");
+                    }
+                }
+            }
+            Ok(0)
         }
         Command::Run(a) => {
             let cfg = AgentConfig::from_args(&a.agent)?;
@@ -602,5 +681,74 @@ fn parse_chunk_sizes(s: &str) -> Result<(u32, u32, u32)> {
         _ => Err(Error::invalid(format!(
             "--chunk-sizes {s:?} must be min,avg,max in bytes"
         ))),
+    }
+}
+
+fn prune_options(o: &PruneOpts, dry_run: bool) -> Result<crate::prune::PruneOptions> {
+    let grace = crate::format::parse_duration(&o.grace)
+        .map_err(|e| Error::invalid(format!("--grace: {e}")))?;
+    let pct = o.max_unused.trim().trim_end_matches('%');
+    let max_unused: f64 = pct.parse().map_err(|_| {
+        Error::invalid(format!(
+            "--max-unused {:?}: give a percentage like 5%",
+            o.max_unused
+        ))
+    })?;
+    Ok(crate::prune::PruneOptions {
+        grace,
+        max_unused: max_unused / 100.0,
+        repack_young: o.repack_young,
+        dry_run,
+        ..Default::default()
+    })
+}
+
+fn print_prune(r: &crate::prune::PruneReport) {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let would = if r.dry_run { "would " } else { "" };
+    println!(
+        "repository: {} pack(s), {:.1} MiB, {:.1} MiB of it used by snapshots",
+        r.packs_total,
+        mib(r.bytes_total),
+        mib(r.bytes_used)
+    );
+    if r.writers_live > 0 || r.writers_removed > 0 {
+        println!(
+            "backups running: {}; stale writer records {}removed: {}",
+            r.writers_live, would, r.writers_removed
+        );
+    }
+    if r.marks_swept > 0 {
+        println!(
+            "{} {} pack(s) ({:.1} MiB) marked earlier; {} kept because a newer snapshot needs them",
+            if r.dry_run { "would delete" } else { "deleted" },
+            r.packs_deleted,
+            mib(r.bytes_deleted),
+            r.packs_rescued
+        );
+    }
+    for w in &r.marks_waiting {
+        println!(
+            "mark {} ({} pack(s)) waits: {}",
+            &w.mark[..8],
+            w.packs,
+            w.reason
+        );
+    }
+    println!(
+        "{} {} pack(s) ({:.1} MiB) for deletion after the grace period, {} of them repacked ({} blob(s), {:.1} MiB written)",
+        if r.dry_run { "would mark" } else { "marked" },
+        r.packs_marked,
+        mib(r.bytes_marked),
+        r.packs_repacked,
+        r.blobs_repacked,
+        mib(r.bytes_repacked)
+    );
+    if r.packs_young_kept > 0 {
+        println!(
+            "left {} partly used pack(s) younger than 30 days alone ({:.1} MiB unused; --repack-young to include them)",
+            r.packs_young_kept,
+            mib(r.bytes_young_unused)
+        );
     }
 }

@@ -90,6 +90,10 @@ enum Command {
     /// Remove snapshots a keep policy does not keep (per volume name); the data stays until a
     /// prune.
     Forget(ForgetArgs),
+    /// Delete data no snapshot needs, in two phases that are safe while backups run: this run
+    /// deletes what an earlier run marked (after the grace period) and marks what is unneeded
+    /// now.
+    Prune(PruneArgs),
     /// Rebuild damaged repository metadata.
     #[command(subcommand)]
     Repair(RepairCommand),
@@ -233,12 +237,55 @@ struct ForgetArgs {
     /// Show what would be kept and removed, and why, without removing anything.
     #[arg(long, short = 'n')]
     dry_run: bool,
+    /// Prune afterwards (with the prune options below).
+    #[arg(long)]
+    prune: bool,
+    #[command(flatten)]
+    prune_opts: PruneOpts,
+}
+
+#[derive(Args, Debug)]
+struct PruneArgs {
+    #[command(flatten)]
+    opts: PruneOpts,
+    /// Report what would be deleted, marked and repacked; change nothing.
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+struct PruneOpts {
+    /// How long marked packs wait before deletion; also how stale a backup's heartbeat must be
+    /// before it counts as dead. Must outlast the longest restore.
+    #[arg(long, default_value = "24h", env = "LIFEBOAT_PRUNE_GRACE")]
+    grace: String,
+    /// Unused space tolerated in partly used packs, as a percentage of the used data, before
+    /// they are repacked.
+    #[arg(long, default_value = "5%")]
+    max_unused: String,
+    /// Also repack packs younger than 30 days (on Storj they are billed for 30 days anyway).
+    #[arg(long)]
+    repack_young: bool,
 }
 
 #[derive(Subcommand, Debug)]
 enum RepairCommand {
     /// Rebuild the index from the pack headers (when index objects are damaged or lost).
-    Index,
+    Index {
+        /// Also download every pack and leave damaged blobs out of the index.
+        #[arg(long)]
+        read_data: bool,
+    },
+    /// Replace snapshots that reference lost data with repaired copies (tagged `repaired`) that
+    /// leave out the damaged files.
+    Snapshots {
+        /// Remove the damaged originals (and snapshot objects that cannot be read at all).
+        #[arg(long)]
+        forget: bool,
+        /// Report only.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -6,7 +6,7 @@
 //! u32le n_packs || n_packs × (pack_id[32] || u32le n_blobs || n_blobs × entry)` where an entry is
 //! `u8 type || u8 flags || u32le offset || u32le length || u32le raw_length || id[32]` (46 bytes).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::pack::{BlobType, PackEntry};
 use crate::crypto::MasterKey;
@@ -175,6 +175,8 @@ pub struct Index {
     packs: Vec<Id>,
     pack_pos: HashMap<Id, u32>,
     blobs: HashMap<Id, BlobLocation>,
+    /// Packs named by a prune mark: readable until swept, never reused.
+    marked: HashSet<Id>,
 }
 
 impl Index {
@@ -194,6 +196,27 @@ impl Index {
                 length: e.length,
                 raw_length: e.raw_length,
             });
+        }
+    }
+
+    /// Records the packs prune has marked. Load marked packs after the others, so a blob that
+    /// also lives elsewhere is located in the pack that stays.
+    pub fn set_marked(&mut self, marked: HashSet<Id>) {
+        self.marked = marked;
+    }
+
+    /// Whether prune has marked this pack for deletion.
+    pub fn is_marked(&self, pack: &Id) -> bool {
+        self.marked.contains(pack)
+    }
+
+    /// Whether a backup may reference this blob without storing it again: it is indexed in a
+    /// pack no prune mark names.
+    pub fn reusable(&self, id: &Id) -> bool {
+        match self.blobs.get(id) {
+            None => false,
+            Some(_) if self.marked.is_empty() => true,
+            Some(loc) => !self.marked.contains(&self.packs[loc.pack as usize]),
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod gc;
 pub mod index;
 pub mod keys;
 pub mod pack;
@@ -34,6 +35,8 @@ pub struct IndexRepair {
     pub blobs: usize,
     /// Packs left out, with why their header could not be read.
     pub unreadable: Vec<(String, String)>,
+    /// Blobs left out because they failed verification (`--read-data` only): pack and why.
+    pub damaged_blobs: Vec<(String, String)>,
 }
 
 /// Options fixed at `init`.
@@ -278,8 +281,10 @@ impl Repository {
     /// Rebuilds the index from the pack headers themselves: reads every pack's header (one ranged
     /// read each), writes one index object listing every readable pack and superseding every
     /// index object present, readable or not, then deletes those. Packs whose header cannot be
-    /// read are reported and left out.
-    pub fn repair_index(&self) -> Result<IndexRepair> {
+    /// read are reported and left out. With `read_data`, every pack is downloaded and each blob
+    /// verified; damaged blobs are left out of the index (so `repair snapshots` can drop them and
+    /// the next backup stores them again) while the rest of their pack stays usable.
+    pub fn repair_index(&self, read_data: bool) -> Result<IndexRepair> {
         let old: Vec<Id> = self
             .backend
             .list("index/")?
@@ -287,9 +292,15 @@ impl Repository {
             .filter_map(|o| object_id(&o.key, "index/").ok())
             .collect();
         let listed = self.backend.list("data/")?;
-        let read = crate::parallel::map(listed, 8, |info| {
-            let r = object_id(&info.key, "data/")
-                .and_then(|id| Ok((id, self.read_pack_header(&id, info.size)?)));
+        let threads = if read_data { 2 } else { 8 };
+        let read = crate::parallel::map(listed, threads, |info| {
+            let r = object_id(&info.key, "data/").and_then(|id| {
+                if read_data {
+                    self.salvage_pack(&id, &info.key)
+                } else {
+                    Ok((id, self.read_pack_header(&id, info.size)?, Vec::new()))
+                }
+            });
             (info.key, r)
         });
         let mut file = IndexFile {
@@ -297,12 +308,16 @@ impl Repository {
             packs: Vec::new(),
         };
         let mut bad = Vec::new();
+        let mut damaged = Vec::new();
         let mut blobs = 0;
         for (key, r) in read {
             match r {
-                Ok((id, entries)) => {
+                Ok((id, entries, dropped)) => {
+                    damaged.extend(dropped);
                     blobs += entries.len();
-                    file.packs.push((id, entries));
+                    if !entries.is_empty() {
+                        file.packs.push((id, entries));
+                    }
                 }
                 Err(e) => bad.push((key, e.to_string())),
             }
@@ -319,17 +334,105 @@ impl Repository {
             packs,
             blobs,
             unreadable: bad,
+            damaged_blobs: damaged,
         })
     }
 
-    /// Builds the in-memory index from all live index objects.
-    pub fn load_index(&self) -> Result<Index> {
-        let mut idx = Index::default();
-        for (_, f) in self.index_files()? {
-            for (pack, entries) in &f.packs {
-                idx.add_pack(*pack, entries);
+    /// Downloads a whole pack and returns the entries of the blobs that verify, and a line for
+    /// each that does not.
+    #[allow(clippy::type_complexity)]
+    fn salvage_pack(
+        &self,
+        id: &Id,
+        key: &str,
+    ) -> Result<(Id, Vec<PackEntry>, Vec<(String, String)>)> {
+        let data = self.backend.get(key)?;
+        let size = data.len() as u64;
+        let hlen = pack::header_len(key, &data, size)?;
+        let sealed = &data[(size - hlen - 4) as usize..(size - 4) as usize];
+        let entries = pack::decode_header(&self.key, key, sealed, size)?;
+        let mut good = Vec::with_capacity(entries.len());
+        let mut dropped = Vec::new();
+        for e in entries {
+            let blob = &data[e.offset as usize..(e.offset + e.length) as usize];
+            match self.open_blob(id, &e, blob) {
+                Ok(_) => good.push(e),
+                Err(err) => dropped.push((key.to_string(), err.to_string())),
             }
         }
+        Ok((*id, good, dropped))
+    }
+
+    /// Replaces every live index object that lists a pack in `drop` with one new object holding
+    /// their other packs, superseding them and anything they superseded (so no half-finished
+    /// earlier rewrite can come back to life). Returns the objects now superseded: the caller
+    /// deletes them after the packs. Index objects written meanwhile are not touched.
+    pub fn rewrite_index_without(&self, drop: &std::collections::HashSet<Id>) -> Result<Vec<Id>> {
+        let listed = self.backend.list("index/")?;
+        let read = crate::parallel::map(listed, 8, |info| {
+            let id = object_id(&info.key, "index/").ok()?;
+            let f = self
+                .get_immutable(&info.key, &id)
+                .and_then(|b| IndexFile::decode(&self.key, &info.key, &b));
+            Some((id, f))
+        });
+        let mut files = Vec::new();
+        let mut superseded = std::collections::HashSet::new();
+        let mut present = std::collections::HashSet::new();
+        for (id, f) in read.into_iter().flatten() {
+            present.insert(id);
+            match f {
+                Ok(f) => {
+                    superseded.extend(f.supersedes.iter().copied());
+                    files.push((id, f));
+                }
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        let mut new = IndexFile::default();
+        let mut gone: Vec<Id> = superseded.intersection(&present).copied().collect();
+        for (id, f) in files {
+            if superseded.contains(&id) || !f.packs.iter().any(|(p, _)| drop.contains(p)) {
+                continue;
+            }
+            gone.push(id);
+            new.packs
+                .extend(f.packs.into_iter().filter(|(p, _)| !drop.contains(p)));
+        }
+        if gone.is_empty() {
+            return Ok(gone);
+        }
+        gone.sort();
+        gone.dedup();
+        new.supersedes = gone.clone();
+        self.save_index(&new)?;
+        Ok(gone)
+    }
+
+    /// Deletes index objects a newer object supersedes.
+    pub fn delete_index_objects(&self, ids: &[Id]) -> Result<()> {
+        for id in ids {
+            self.backend.delete(&format!("index/{id}"))?;
+        }
+        Ok(())
+    }
+
+    /// Builds the in-memory index from all live index objects. Packs a prune has marked go in
+    /// last and are flagged, so readers prefer a copy that will stay and backups reuse none.
+    pub fn load_index(&self) -> Result<Index> {
+        let marked = self.marked_packs()?;
+        let files = self.index_files()?;
+        let mut idx = Index::default();
+        for late in [false, true] {
+            for (_, f) in &files {
+                for (pack, entries) in &f.packs {
+                    if marked.contains(pack) == late {
+                        idx.add_pack(*pack, entries);
+                    }
+                }
+            }
+        }
+        idx.set_marked(marked);
         Ok(idx)
     }
 
