@@ -175,9 +175,14 @@ impl Backend for LocalBackend {
                         stack.push(path);
                     }
                 } else if rel.starts_with(prefix) {
-                    let meta = entry
-                        .metadata()
-                        .ctx(|| format!("cannot stat {}", path.display()))?;
+                    let meta = match entry.metadata() {
+                        Ok(m) => m,
+                        // Deleted since the directory was read: no longer listed.
+                        Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                        Err(e) => {
+                            return Err(Error::io(format!("cannot stat {}", path.display()), e));
+                        }
+                    };
                     out.push(ObjectInfo {
                         key: rel,
                         size: meta.len(),

@@ -120,11 +120,14 @@ impl Repository {
         let listed = self.backend().list("writers/")?;
         let read = crate::parallel::map(listed, 8, |info| {
             let id = object_id(&info.key, "writers/").ok()?;
-            Some((
-                id,
-                self.get_sealed_json::<WriterRecord>(&info.key)
-                    .map_err(|e| (e, info.modified.map(DateTime::<Utc>::from))),
-            ))
+            match self.get_sealed_json::<WriterRecord>(&info.key) {
+                // Finished since the listing.
+                Err(Error::NotFound { .. }) => None,
+                r => Some((
+                    id,
+                    r.map_err(|e| (e, info.modified.map(DateTime::<Utc>::from))),
+                )),
+            }
         });
         Ok(read.into_iter().flatten().collect())
     }
@@ -133,11 +136,20 @@ impl Repository {
     /// that a later sweep deletes.
     pub fn prune_marks(&self) -> Result<Vec<(Id, PruneMark)>> {
         let listed = self.backend().list("prune/")?;
-        let read = crate::parallel::map(listed, 8, |info| -> Result<(Id, PruneMark)> {
+        let read = crate::parallel::map(listed, 8, |info| -> Result<Option<(Id, PruneMark)>> {
             let id = object_id(&info.key, "prune/")?;
-            Ok((id, self.get_sealed_json(&info.key)?))
+            match self.get_sealed_json(&info.key) {
+                // Swept since the listing.
+                Err(Error::NotFound { .. }) => Ok(None),
+                r => Ok(Some((id, r?))),
+            }
         });
-        read.into_iter().collect()
+        Ok(read
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     /// Packs named by any prune mark: not to be reused.

@@ -242,8 +242,20 @@ impl Repository {
         serde_json::to_string_pretty(&self.config).expect("config serializes")
     }
 
-    /// Reads every live index object (those no other index supersedes).
+    /// Reads every live index object (those no other index supersedes). An object that vanishes
+    /// between the listing and the read was superseded by a concurrent prune or repair, whose
+    /// new object the listing may have missed: the listing is then repeated.
     pub fn index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        let mut attempt = 0;
+        loop {
+            match self.index_files_once() {
+                Err(Error::NotFound { .. }) if attempt < 5 => attempt += 1,
+                r => return r,
+            }
+        }
+    }
+
+    fn index_files_once(&self) -> Result<Vec<(Id, IndexFile)>> {
         let listed = self.backend.list("index/")?;
         self.cache_retain("index/", &listed);
         let read = crate::parallel::map(listed, 8, |info| {
@@ -268,6 +280,7 @@ impl Repository {
                 (Some(id), Ok(f)) => files.push((id, f)),
                 // A damaged object that a repaired index replaces no longer matters.
                 (Some(id), Err(_)) if superseded.contains(&id) => {}
+                (_, Err(e @ Error::NotFound { .. })) => return Err(e),
                 (_, Err(e)) => return Err(e),
                 (None, Ok(_)) => {}
             }
@@ -500,6 +513,8 @@ impl Repository {
         for r in loaded {
             match r {
                 Ok(s) => out.push(s),
+                // Forgotten since the listing.
+                Err(Error::NotFound { .. }) => {}
                 Err(e @ Error::NewerFormat { .. }) => return Err(e),
                 Err(e) if strict => return Err(e),
                 Err(e) => tracing::warn!("{e}"),
