@@ -1,3 +1,5 @@
+//! Repairs. `repair index --read-data` salvages the good blobs of damaged packs.
+//!
 //! `repair snapshots`: when blobs are lost for good (a pack deleted or damaged, and `repair
 //! index` could not bring them back), a snapshot that references them would fail every restore
 //! and every prune forever. Repair writes a new snapshot with the same time and name whose trees
@@ -9,13 +11,13 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use crate::backup::{FinishedPack, Heartbeat, Packer, seal_blob, upload_pack};
+use crate::backup::{FinishedPack, Heartbeat, Packer, SealedBlob, seal_blob, upload_pack};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::index::{Index, IndexFile};
 use crate::repository::pack::{BlobType, PackEntry};
 use crate::repository::tree::{NodeKind, Tree};
-use crate::repository::{Repository, TreeLoader, object_id};
+use crate::repository::{IndexRepair, Repository, TreeLoader, object_id};
 
 /// Tag on every snapshot `repair snapshots` writes.
 pub const REPAIRED_TAG: &str = "repaired";
@@ -37,6 +39,62 @@ pub struct SnapshotRepair {
     pub unreadable: Option<String>,
     /// Whether the damaged snapshot was removed.
     pub forgotten: bool,
+}
+
+/// `repair index`: rebuilds the index from the pack headers; with `read_data`, also copies the
+/// good blobs of packs with damaged ones into new packs and deletes the damaged packs, so what
+/// can be recovered is and `check --read-data` comes back clean.
+pub fn repair_index(repo: &Repository, read_data: bool) -> Result<IndexRepair> {
+    let mut r = repo.repair_index(read_data)?;
+    if r.salvage.is_empty() {
+        return Ok(r);
+    }
+    let staging = repo
+        .backend()
+        .staging_dir()
+        .unwrap_or_else(std::env::temp_dir);
+    let mut packer = Packer::new(repo.key(), &staging, repo.config().pack_size as u64);
+    let mut written = Vec::new();
+    let upload = |p: FinishedPack, written: &mut Vec<(Id, Vec<PackEntry>)>| -> Result<()> {
+        upload_pack(repo, &p)?;
+        written.push((p.id, p.entries));
+        Ok(())
+    };
+    let salvage = std::mem::take(&mut r.salvage);
+    for (pack, good) in &salvage {
+        let key = crate::repository::pack::pack_key(pack);
+        let data = repo.backend().get(&key)?;
+        for e in good {
+            let sealed = &data[e.offset as usize..(e.offset + e.length) as usize];
+            repo.open_blob(pack, e, sealed)?;
+            r.salvaged_blobs += 1;
+            if let Some(p) = packer.add(SealedBlob {
+                id: e.id,
+                kind: e.kind,
+                flags: e.flags,
+                raw_length: e.raw_length,
+                bytes: sealed.to_vec(),
+            })? {
+                upload(p, &mut written)?;
+            }
+        }
+    }
+    for p in packer.finish()? {
+        upload(p, &mut written)?;
+    }
+    r.packs += written.len();
+    r.blobs += r.salvaged_blobs;
+    if !written.is_empty() {
+        repo.save_index(&IndexFile {
+            supersedes: Vec::new(),
+            packs: written,
+        })?;
+    }
+    for (pack, _) in &salvage {
+        repo.backend()
+            .delete(&crate::repository::pack::pack_key(pack))?;
+    }
+    Ok(r)
 }
 
 /// Repairs every snapshot that references lost blobs. Healthy snapshots are not touched.

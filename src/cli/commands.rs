@@ -321,7 +321,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Repair(RepairCommand::Index { read_data }) => {
             let repo = open_uncached(g)?;
-            let r = repo.repair_index(read_data)?;
+            let r = crate::repair::repair_index(&repo, read_data)?;
             let (packs, blobs, bad) = (r.packs, r.blobs, &r.unreadable);
             for (key, e) in bad {
                 eprintln!("lifeboat: repair index: {key} left out: {e}");
@@ -332,13 +332,14 @@ pub fn run(cli: Cli) -> Result<u8> {
             if g.json {
                 println!(
                     "{}",
-                    json!({"packs": packs, "blobs": blobs, "unreadable": bad, "damaged_blobs": r.damaged_blobs})
+                    json!({"packs": packs, "blobs": blobs, "unreadable": bad, "damaged_blobs": r.damaged_blobs, "salvaged_blobs": r.salvaged_blobs})
                 );
             } else if !g.quiet {
                 println!(
-                    "index rebuilt from {packs} pack header(s): {blobs} blob(s); {} unreadable pack(s) and {} damaged blob(s) left out",
+                    "index rebuilt from {packs} pack header(s): {blobs} blob(s); {} unreadable pack(s) and {} damaged blob(s) left out; {} good blob(s) copied out of damaged packs",
                     bad.len(),
-                    r.damaged_blobs.len()
+                    r.damaged_blobs.len(),
+                    r.salvaged_blobs
                 );
             }
             Ok(if bad.is_empty() && r.damaged_blobs.is_empty() {

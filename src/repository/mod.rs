@@ -37,6 +37,11 @@ pub struct IndexRepair {
     pub unreadable: Vec<(String, String)>,
     /// Blobs left out because they failed verification (`--read-data` only): pack and why.
     pub damaged_blobs: Vec<(String, String)>,
+    /// Packs with damaged blobs, and their good entries, left for the caller to copy out.
+    #[serde(skip)]
+    pub salvage: Vec<(Id, Vec<PackEntry>)>,
+    /// Good blobs copied out of damaged packs into new ones.
+    pub salvaged_blobs: usize,
 }
 
 /// Options fixed at `init`.
@@ -295,8 +300,8 @@ impl Repository {
     /// read each), writes one index object listing every readable pack and superseding every
     /// index object present, readable or not, then deletes those. Packs whose header cannot be
     /// read are reported and left out. With `read_data`, every pack is downloaded and each blob
-    /// verified; damaged blobs are left out of the index (so `repair snapshots` can drop them and
-    /// the next backup stores them again) while the rest of their pack stays usable.
+    /// verified; a pack with damaged blobs is left out and returned in `salvage` with its good
+    /// entries ([`crate::repair::repair_index`] copies those into new packs).
     pub fn repair_index(&self, read_data: bool) -> Result<IndexRepair> {
         let old: Vec<Id> = self
             .backend
@@ -322,15 +327,18 @@ impl Repository {
         };
         let mut bad = Vec::new();
         let mut damaged = Vec::new();
+        let mut salvage = Vec::new();
         let mut blobs = 0;
         for (key, r) in read {
             match r {
-                Ok((id, entries, dropped)) => {
+                Ok((id, entries, dropped)) if !dropped.is_empty() => {
+                    // Its good blobs are copied out by the caller; the pack itself goes.
                     damaged.extend(dropped);
+                    salvage.push((id, entries));
+                }
+                Ok((id, entries, _)) => {
                     blobs += entries.len();
-                    if !entries.is_empty() {
-                        file.packs.push((id, entries));
-                    }
+                    file.packs.push((id, entries));
                 }
                 Err(e) => bad.push((key, e.to_string())),
             }
@@ -348,6 +356,8 @@ impl Repository {
             blobs,
             unreadable: bad,
             damaged_blobs: damaged,
+            salvage,
+            salvaged_blobs: 0,
         })
     }
 
