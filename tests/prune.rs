@@ -260,7 +260,7 @@ fn a_backup_whose_heartbeat_lapsed_does_not_commit() {
     let t = tempfile::tempdir().unwrap();
     let repo = t.path().join("repo");
     cli_init(&repo);
-    let mut child = lb(&repo)
+    let child = lb(&repo)
         .env("LIFEBOAT_HEARTBEAT", "200ms")
         .args([
             "backup",
