@@ -150,7 +150,7 @@ fn kill_9_during_forget_and_prune_never_loses_a_kept_snapshot() {
 
         let mut cmd = base();
         cmd.arg("--json");
-        if it % 2 == 0 {
+        if it.is_multiple_of(2) {
             cmd.args(["forget", "--keep-last", "3", "--prune"]);
         } else {
             cmd.arg("prune");
@@ -161,7 +161,7 @@ fn kill_9_during_forget_and_prune_never_loses_a_kept_snapshot() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        if rng.next() % 4 != 0 {
+        if !rng.next().is_multiple_of(4) {
             std::thread::sleep(Duration::from_micros(rng.next() % 40_000));
             let _ = child.kill();
         }
