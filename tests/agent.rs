@@ -1007,3 +1007,67 @@ fn a_volume_with_data_starts_even_when_the_repository_is_down() {
     assert!(err.contains("the app starts now"), "{err}");
     assert!(err.contains("final backup failed"), "{err}");
 }
+
+#[test]
+fn scheduled_prune_deletes_what_retention_forgot_while_backups_continue() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    cli_init(&repo);
+    let v = t.path().join("vol");
+    common::write(&v.join("f"), &common::random_bytes(200_000, 1));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = agent(repo.to_str().unwrap(), &v, "pruned", &t.path().join("c"))
+        .env("LIFEBOAT_LISTEN", &addr)
+        .env("LIFEBOAT_SCHEDULE", "@every 1s")
+        .env("LIFEBOAT_KEEP_LAST", "1")
+        .env("LIFEBOAT_PRUNE_SCHEDULE", "@every 2s")
+        .env("LIFEBOAT_PRUNE_GRACE", "1s")
+        .env("LIFEBOAT_HEARTBEAT", "300ms")
+        .arg("daemon")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // New content every half second: each forgotten snapshot leaves a garbage pack behind.
+    let mut deleted = 0.0;
+    for round in 0..40u64 {
+        common::write(&v.join("f"), &common::random_bytes(200_000, 100 + round));
+        std::thread::sleep(Duration::from_millis(500));
+        if TcpStream::connect(&addr).is_ok() {
+            let (_, metrics) = http(&addr, "GET", "/metrics", None);
+            deleted = metrics
+                .lines()
+                .find(|l| l.starts_with("lifeboat_prune_deleted_bytes_total"))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|n| n.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+        if deleted > 0.0 && round > 8 {
+            break;
+        }
+    }
+    kill(d.id(), libc::SIGTERM);
+    let out = wait_output(d, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(128 + 15), "{}", text(&out));
+    assert!(deleted > 0.0, "no prune deleted anything:\n{}", text(&out));
+    assert!(text(&out).contains("prune done"), "{}", text(&out));
+    // What is left checks clean and the newest snapshot is the final state of the volume.
+    let chk = lifeboat(&repo)
+        .args(["check", "--read-data"])
+        .output()
+        .unwrap();
+    assert!(chk.status.success(), "{}", text(&chk));
+    let target = t.path().join("restored");
+    let r = lifeboat(&repo)
+        .args(["restore", "latest", "--name", "pruned", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", text(&r));
+    assert_same_tree(&v, &target);
+}

@@ -61,6 +61,14 @@ pub struct AgentArgs {
     /// Keep every snapshot within this long of the newest (e.g. `7d`).
     #[arg(long, env = "LIFEBOAT_KEEP_WITHIN")]
     pub keep_within: Option<String>,
+    /// When to prune (cron like LIFEBOAT_SCHEDULE, default `off`). Safe beside backups from any
+    /// number of instances; needs delete permission on the bucket. Usually run by the owner
+    /// instead (`lifeboat prune`), so the agent's key can be write-only.
+    #[arg(long, env = "LIFEBOAT_PRUNE_SCHEDULE", default_value = "off")]
+    pub prune_schedule: String,
+    /// Prune's grace period: marked data is deleted only this long after it was marked.
+    #[arg(long, env = "LIFEBOAT_PRUNE_GRACE", default_value = "24h")]
+    pub prune_grace: String,
     /// Command run (`sh -c`) before each backup, e.g. a checkpoint.
     #[arg(long, env = "LIFEBOAT_PRE_BACKUP")]
     pub pre_backup: Option<String>,
@@ -164,6 +172,10 @@ pub struct AgentConfig {
     pub excludes: Vec<String>,
     /// Retention.
     pub keep: KeepPolicy,
+    /// When to prune.
+    pub prune_schedule: Schedule,
+    /// How to prune.
+    pub prune: crate::prune::PruneOptions,
     /// Hooks.
     pub pre_backup: Option<String>,
     /// Hooks.
@@ -260,6 +272,13 @@ impl AgentConfig {
         };
         let schedule = Schedule::parse(&a.schedule, &a.timezone)
             .map_err(|e| Error::invalid(format!("LIFEBOAT_SCHEDULE: {e}")))?;
+        let prune_schedule = Schedule::parse(&a.prune_schedule, &a.timezone)
+            .map_err(|e| Error::invalid(format!("LIFEBOAT_PRUNE_SCHEDULE: {e}")))?;
+        let prune = crate::prune::PruneOptions {
+            grace: crate::format::parse_duration(&a.prune_grace)
+                .map_err(|e| Error::invalid(format!("LIFEBOAT_PRUNE_GRACE: {e}")))?,
+            ..Default::default()
+        };
         let hook_on_error = match a.hook_on_error.as_str() {
             "abort" => OnHookError::Abort,
             "continue" => OnHookError::Continue,
@@ -348,6 +367,8 @@ impl AgentConfig {
             backup_on_start: a.backup_on_start,
             excludes,
             keep,
+            prune_schedule,
+            prune,
             pre_backup: a.pre_backup.clone().filter(|s| !s.trim().is_empty()),
             post_backup: a.post_backup.clone().filter(|s| !s.trim().is_empty()),
             hook_on_error,
@@ -382,6 +403,14 @@ impl AgentConfig {
                 self.backup_on_start.to_string(),
             ),
             ("LIFEBOAT_KEEP".into(), describe_keep(&self.keep)),
+            (
+                "LIFEBOAT_PRUNE_SCHEDULE".into(),
+                self.prune_schedule.to_string(),
+            ),
+            (
+                "LIFEBOAT_PRUNE_GRACE".into(),
+                format!("{}s", self.prune.grace.as_secs()),
+            ),
             ("LIFEBOAT_PRE_BACKUP".into(), opt(&self.pre_backup)),
             ("LIFEBOAT_POST_BACKUP".into(), opt(&self.post_backup)),
             ("LIFEBOAT_HOOK_TIMEOUT".into(), secs(self.hook_timeout)),

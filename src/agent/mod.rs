@@ -372,6 +372,8 @@ fn main_loop(
     let jitter = chrono::Duration::from_std(cfg.jitter).unwrap_or_default();
     let schedule_next = |after| cfg.schedule.next_after(after).map(|t| t + jitter);
     let mut next = schedule_next(Utc::now() - jitter);
+    let prune_next = |after| cfg.prune_schedule.next_after(after).map(|t| t + jitter);
+    let mut next_prune = prune_next(Utc::now() - jitter);
     let exited = app.as_ref().map_or_else(never, |a| a.exited.clone());
     let mut final_needed = true;
     let code: u8 = loop {
@@ -380,7 +382,11 @@ fn main_loop(
             .next_run
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = next;
-        let wait = next.map_or(Duration::from_secs(3600), |t| {
+        let soonest = match (next, next_prune) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let wait = soonest.map_or(Duration::from_secs(3600), |t| {
             (t - Utc::now()).to_std().unwrap_or(Duration::ZERO)
         });
         select! {
@@ -430,6 +436,10 @@ fn main_loop(
                     spawn_backup(agent, Reason::Schedule, None);
                     next = schedule_next(Utc::now());
                 }
+                if next_prune.is_some_and(|t| t <= Utc::now()) {
+                    spawn_prune(agent);
+                    next_prune = prune_next(Utc::now());
+                }
             }
         }
     };
@@ -473,6 +483,47 @@ fn spawn_backup(
         if let Some(tx) = reply {
             let _ = tx.send(r);
         }
+    });
+}
+
+/// A scheduled prune on its own thread. It needs no lock against backups (they may run at the
+/// same time); only two prunes from this agent never overlap.
+fn spawn_prune(agent: &Arc<Agent>) {
+    if agent
+        .state
+        .pruning
+        .swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        warn!("prune skipped: the previous one is still running");
+        return;
+    }
+    let agent = agent.clone();
+    std::thread::spawn(move || {
+        let r = agent
+            .repo()
+            .and_then(|repo| crate::prune::prune(repo, &agent.cfg.prune));
+        let st = &agent.state;
+        match r {
+            Ok(r) => {
+                st.prunes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                st.prune_bytes_deleted
+                    .fetch_add(r.bytes_deleted, std::sync::atomic::Ordering::Relaxed);
+                info!(
+                    packs_deleted = r.packs_deleted,
+                    bytes_deleted = r.bytes_deleted,
+                    packs_marked = r.packs_marked,
+                    packs_repacked = r.packs_repacked,
+                    marks_waiting = r.marks_waiting.len(),
+                    "prune done"
+                );
+            }
+            Err(e) => {
+                st.prune_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                warn!("prune failed (backups are unaffected): {e}");
+            }
+        }
+        st.pruning.store(false, std::sync::atomic::Ordering::SeqCst);
     });
 }
 

@@ -52,6 +52,14 @@ pub struct State {
     pub requests: Mutex<RequestStats>,
     /// Held while a backup runs: never two at once.
     pub busy: Mutex<()>,
+    /// Set while a prune runs.
+    pub pruning: AtomicBool,
+    /// Prunes that finished.
+    pub prunes: AtomicU64,
+    /// Prunes that failed.
+    pub prune_failures: AtomicU64,
+    /// Bytes deleted by prunes since start.
+    pub prune_bytes_deleted: AtomicU64,
 }
 
 impl State {
@@ -103,6 +111,24 @@ impl State {
             "gauge",
             "Files in the last snapshot.",
             last.files as f64,
+        );
+        g(
+            "prunes_total",
+            "counter",
+            "Prunes that finished since start.",
+            self.prunes.load(Relaxed) as f64,
+        );
+        g(
+            "prune_failures_total",
+            "counter",
+            "Prunes that failed since start.",
+            self.prune_failures.load(Relaxed) as f64,
+        );
+        g(
+            "prune_deleted_bytes_total",
+            "counter",
+            "Bytes of unneeded packs deleted by prunes since start.",
+            self.prune_bytes_deleted.load(Relaxed) as f64,
         );
         g(
             "backups_total",
