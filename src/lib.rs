@@ -26,6 +26,7 @@ pub mod prune;
 pub mod repair;
 pub mod repository;
 pub mod restore;
+pub mod sdl;
 pub mod sysinfo;
 
 pub use error::{Error, Result};

@@ -160,9 +160,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let oldest_writer = live_starts.iter().min().copied();
 
     // 2. What the snapshots need, listed after the writers.
+    // Snapshots before the index: a snapshot is written after its index, so every snapshot
+    // listed here finds its blobs in the index loaded next.
+    let snapshots = repo.snapshots_strict()?;
     let marks = repo.prune_marks()?;
     let mut index = repo.load_index()?;
-    let used = used_blobs(repo, &index)?;
+    let used = used_blobs(repo, &index, &snapshots)?;
 
     // 3. Sweep.
     let mut ripe = Vec::new();
@@ -366,10 +369,14 @@ fn pack_entries(repo: &Repository) -> Result<HashMap<Id, Vec<PackEntry>>> {
 
 /// Every tree and data blob some snapshot references. A snapshot or tree that cannot be read is
 /// an error: prune must not guess what it would have needed.
-pub fn used_blobs(repo: &Repository, index: &Index) -> Result<HashSet<Id>> {
+pub fn used_blobs(
+    repo: &Repository,
+    index: &Index,
+    snapshots: &[(Id, crate::repository::snapshot::Snapshot)],
+) -> Result<HashSet<Id>> {
     let trees = TreeLoader::new(repo, index);
     let mut used = HashSet::new();
-    for (sid, snap) in repo.snapshots_strict()? {
+    for (sid, snap) in snapshots {
         let mut stack = vec![snap.tree];
         while let Some(t) = stack.pop() {
             if !used.insert(t) {

@@ -107,6 +107,8 @@ pub fn repair_snapshots(
 }
 
 fn run(repo: &Repository, forget: bool, dry_run: bool) -> Result<Vec<SnapshotRepair>> {
+    // Snapshots before the index, so a backup committing meanwhile is not mistaken for damage.
+    let listed = repo.backend().list("snapshots/")?;
     let index = repo.load_index()?;
     let loader = TreeLoader::new(repo, &index);
     let staging = repo
@@ -129,7 +131,7 @@ fn run(repo: &Repository, forget: bool, dry_run: bool) -> Result<Vec<SnapshotRep
     };
     let mut out = Vec::new();
     let mut plans = Vec::new();
-    for info in repo.backend().list("snapshots/")? {
+    for info in listed {
         let id = object_id(&info.key, "snapshots/")?;
         let snap = match repo.load_snapshot(&id) {
             Ok(s) => s,

@@ -100,8 +100,8 @@ fn backup_and_restore_through_in_process_s3() {
     let after = repo.stats();
     assert_eq!(
         after.put - before.put,
-        1,
-        "a no-change backup writes only its snapshot"
+        2,
+        "a no-change backup writes only its snapshot and its writer record"
     );
     let target = tmp.path().join("t");
     let r = restore_latest(&repo, "v", &target);

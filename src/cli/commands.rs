@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{Cli, Command, ConfigCommand, Global, KeyCommand, PruneOpts, RepairCommand, password};
+use super::{
+    Cli, Command, ConfigCommand, Global, KeyCommand, PruneOpts, RepairCommand, SdlCommand, password,
+};
 use crate::agent::config::AgentConfig;
 use crate::agent::gate::GateOutcome;
 use crate::agent::{Mode, RepoAccess};
@@ -305,6 +307,66 @@ pub fn run(cli: Cli) -> Result<u8> {
                 && !g.quiet
             {
                 print_prune(p);
+            }
+            Ok(0)
+        }
+        Command::Sdl(SdlCommand::Check { file }) => {
+            let text = read_sdl(&file)?;
+            let sdl = crate::sdl::rules::parse(&text, &file.display().to_string())
+                .map_err(Error::invalid)?;
+            let problems = crate::sdl::check(&sdl);
+            if g.json {
+                println!("{}", json!({"file": file, "problems": problems}));
+            } else {
+                for p in &problems {
+                    println!("{}: {p}", file.display());
+                }
+                if problems.is_empty() && !g.quiet {
+                    println!("{}: passes Akash's SDL rules", file.display());
+                }
+            }
+            Ok(if problems.is_empty() { 0 } else { 1 })
+        }
+        Command::Sdl(SdlCommand::Inject(a)) => {
+            let text = read_sdl(&a.file)?;
+            let mode = match a.mode.as_str() {
+                "image" => crate::sdl::Mode::Image,
+                "bootstrap" => crate::sdl::Mode::Bootstrap,
+                m => {
+                    return Err(Error::invalid(format!(
+                        "--mode {m:?}: use image or bootstrap"
+                    )));
+                }
+            };
+            let opts = crate::sdl::InjectOptions {
+                service: a.service.clone(),
+                entrypoint: (!a.entrypoint.is_empty()).then(|| a.entrypoint.clone()),
+                cmd: (!a.cmd.is_empty()).then(|| a.cmd.clone()),
+                name: a.name.clone(),
+                repo: a.repo_url.clone(),
+                mode,
+                image: a.image.clone(),
+                release_url: a.release_url.clone(),
+                sha256: a.sha256.clone(),
+            };
+            let out = crate::sdl::inject(&text, &opts)
+                .map_err(|e| Error::invalid(format!("{}: {e}", a.file.display())))?;
+            if !out.layout_kept {
+                eprintln!(
+                    "lifeboat: the file's layout was not plain block YAML: it was rewritten whole (comments dropped)"
+                );
+            }
+            match &a.output {
+                Some(p) => std::fs::write(p, &out.sdl)
+                    .map_err(|e| Error::io(format!("cannot write {}", p.display()), e))?,
+                None => print!("{}", out.sdl),
+            }
+            if let Some(df) = &out.dockerfile {
+                match &a.dockerfile {
+                    Some(p) => std::fs::write(p, df)
+                        .map_err(|e| Error::io(format!("cannot write {}", p.display()), e))?,
+                    None => eprint!("{df}"),
+                }
             }
             Ok(0)
         }
@@ -752,4 +814,9 @@ fn print_prune(r: &crate::prune::PruneReport) {
             mib(r.bytes_young_unused)
         );
     }
+}
+
+fn read_sdl(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("cannot read SDL file {}", path.display()), e))
 }

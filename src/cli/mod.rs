@@ -100,6 +100,62 @@ enum Command {
     /// Check the agent's settings.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Akash SDL files: check them, or put a service under lifeboat.
+    #[command(subcommand)]
+    Sdl(SdlCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum SdlCommand {
+    /// Check an SDL against Akash's rules (and lifeboat's: no global control port).
+    Check {
+        /// The SDL file.
+        file: PathBuf,
+    },
+    /// Rewrite one service so lifeboat wraps its command, backs up its persistent volume and
+    /// restores it on a new lease. Prints the result (or writes it with -o).
+    Inject(Box<SdlInjectArgs>),
+}
+
+#[derive(Args, Debug)]
+struct SdlInjectArgs {
+    /// The SDL file.
+    file: PathBuf,
+    /// The service to protect.
+    #[arg(long)]
+    service: String,
+    /// The image's ENTRYPOINT, when the SDL has no `command` and the image has no preset
+    /// (repeat for each word).
+    #[arg(long, allow_hyphen_values = true)]
+    entrypoint: Vec<String>,
+    /// The image's CMD, when the SDL has neither `command` nor `args` (repeat for each word).
+    #[arg(long, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+    /// Volume name (default: the service name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Repository (default: a Storj bucket placeholder).
+    #[arg(long = "repo-url")]
+    repo_url: Option<String>,
+    /// `image` (build a small image; the Dockerfile goes to --dockerfile) or `bootstrap`
+    /// (download a pinned release at start, checked against --sha256).
+    #[arg(long, default_value = "image")]
+    mode: String,
+    /// Image mode: the image you will build and push.
+    #[arg(long)]
+    image: Option<String>,
+    /// Image mode: where to write the Dockerfile (default: printed to stderr).
+    #[arg(long)]
+    dockerfile: Option<PathBuf>,
+    /// Bootstrap mode: the static binary's URL.
+    #[arg(long)]
+    release_url: Option<String>,
+    /// Bootstrap mode: its SHA-256.
+    #[arg(long)]
+    sha256: Option<String>,
+    /// Write the result here instead of standard output.
+    #[arg(short = 'o', long = "output")]
+    output: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
