@@ -82,7 +82,8 @@ fn at<'a>(v: &'a mut serde_yaml_ng::Value, path: &[&str]) -> &'a mut serde_yaml_
 fn the_checker_catches_each_rule() {
     use serde_yaml_ng::Value;
     let storage = ["profiles", "compute", "postgres", "resources", "storage"];
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>)> = vec![
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "version",
             Box::new(|v| *at(v, &["version"]) = Value::String("3.0".into())),
