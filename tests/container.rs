@@ -1,0 +1,131 @@
+//! The container files stay true to the build: every file `container/Dockerfile` copies exists,
+//! its build step is `container/build-static.sh`, the binary it copies out is the one that
+//! script produces (as container/README.md documents), and the compose and Kubernetes examples
+//! parse and call lifeboat commands that exist.
+
+use std::path::Path;
+use std::process::Command;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(p: &str) -> String {
+    std::fs::read_to_string(root().join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+#[test]
+fn dockerfile_copies_what_exists_and_runs_the_documented_static_build() {
+    let df = read("container/Dockerfile");
+    let script = read("container/build-static.sh");
+    let readme = read("container/README.md");
+    let mut copies = 0;
+    for line in df.lines().map(str::trim) {
+        let Some(rest) = line.strip_prefix("COPY ") else {
+            continue;
+        };
+        if rest.starts_with("--from=") {
+            continue;
+        }
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        for src in &words[..words.len() - 1] {
+            assert!(
+                root().join(src).exists(),
+                "Dockerfile copies {src}, which does not exist"
+            );
+            copies += 1;
+        }
+    }
+    assert!(copies >= 3);
+    assert!(
+        df.contains("RUN ./container/build-static.sh"),
+        "the Dockerfile must build with container/build-static.sh"
+    );
+    // The script's command is the one the README documents, word for word.
+    let flags = "RUSTFLAGS=\"-C target-feature=+crt-static\"";
+    let cmd = "cargo build --release --locked --target x86_64-unknown-linux-gnu --bin lifeboat";
+    assert!(script.contains(flags) && script.contains(cmd), "{script}");
+    assert!(
+        readme.contains(&format!("{flags} {cmd}")),
+        "README does not document the build"
+    );
+    // The binary copied out is where that build puts it, and it becomes the entrypoint.
+    let out = "target/x86_64-unknown-linux-gnu/release/lifeboat";
+    assert!(df.contains(&format!(
+        "COPY --from=build /src/{out} /usr/local/bin/lifeboat"
+    )));
+    assert!(df.contains("ENTRYPOINT [\"/usr/local/bin/lifeboat\"]"));
+    assert!(df.contains("distroless/static") && df.contains("USER 65532"));
+    assert!(df.contains("org.opencontainers.image.source"));
+    // The Rust image is the toolchain this project builds with.
+    let rustc = Command::new("rustc").arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&rustc.stdout);
+    let minor = version
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .rsplitn(2, '.')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(
+        df.contains(&format!("FROM rust:{minor}-")),
+        "Dockerfile's rust image is not {minor}"
+    );
+    // If this machine built the static binary, it really is static.
+    let built = root().join(out);
+    if built.exists() {
+        let ldd = Command::new("ldd").arg(&built).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&ldd.stdout),
+            String::from_utf8_lossy(&ldd.stderr)
+        );
+        assert!(
+            text.contains("not a dynamic executable") || text.contains("statically linked"),
+            "{text}"
+        );
+    }
+}
+
+fn lifeboat_has(sub: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(sub)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lifeboat {sub:?} --help: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn compose_and_kubernetes_examples_parse_and_use_real_commands() {
+    let compose: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read("container/docker-compose.yaml")).unwrap();
+    let services = compose.get("services").unwrap();
+    let restore: Vec<String> =
+        serde_yaml_ng::from_value(services["restore"]["command"].clone()).unwrap();
+    assert_eq!(&restore[..3], ["restore", "latest", "--if-empty"]);
+    assert_eq!(services["lifeboat"]["command"][0], "daemon");
+    assert_eq!(
+        services["app"]["depends_on"]["restore"]["condition"],
+        "service_completed_successfully"
+    );
+    let k8s: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read("container/k8s/statefulset.yaml")).unwrap();
+    let spec = &k8s["spec"]["template"]["spec"];
+    assert_eq!(spec["initContainers"][0]["args"][2], "--if-empty");
+    let sidecar = spec["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "lifeboat")
+        .unwrap();
+    assert_eq!(sidecar["args"][0], "daemon");
+    lifeboat_has(&["restore"]);
+    lifeboat_has(&["daemon"]);
+    lifeboat_has(&["sdl", "inject"]);
+}
