@@ -64,9 +64,9 @@ fn dockerfile_copies_what_exists_and_runs_the_documented_static_build() {
         .split_whitespace()
         .nth(1)
         .unwrap()
-        .rsplitn(2, '.')
-        .nth(1)
+        .rsplit_once('.')
         .unwrap()
+        .0
         .to_string();
     assert!(
         df.contains(&format!("FROM rust:{minor}-")),
