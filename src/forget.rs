@@ -197,6 +197,99 @@ pub fn forget(
     Ok(decisions)
 }
 
+/// What snapshots are grouped by before a policy applies: always the volume name, and on request
+/// the host and the tag set too (restic's `--group-by`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupBy {
+    /// Also by hostname.
+    pub host: bool,
+    /// Also by the (sorted) set of tags.
+    pub tags: bool,
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = Error;
+    /// Parses `name`, `name,host`, `name,host,tags`, … (`name` is always implied).
+    fn from_str(s: &str) -> Result<Self> {
+        let mut g = GroupBy::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "name" => {}
+                "host" => g.host = true,
+                "tags" => g.tags = true,
+                other => {
+                    return Err(Error::invalid(format!(
+                        "--group-by {other:?}: use a comma-separated list of name, host, tags"
+                    )));
+                }
+            }
+        }
+        Ok(g)
+    }
+}
+
+/// One group's label and decisions.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupDecisions {
+    /// Volume name.
+    pub name: String,
+    /// Host, when grouping by host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Tags, when grouping by tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// Newest first.
+    pub decisions: Vec<Decision>,
+}
+
+/// Applies `policy` to every group (optionally only volume `only`), deleting what it does not
+/// keep unless `dry_run`.
+pub fn forget_grouped(
+    repo: &Repository,
+    only: Option<&str>,
+    by: GroupBy,
+    policy: &KeepPolicy,
+    dry_run: bool,
+) -> Result<Vec<GroupDecisions>> {
+    if policy.is_empty() {
+        return Err(Error::invalid(
+            "no keep rule given: set at least one of keep-last/hourly/daily/weekly/monthly/yearly/within/tag",
+        ));
+    }
+    type Key = (String, Option<String>, Option<Vec<String>>);
+    let mut groups: std::collections::BTreeMap<Key, Vec<(Id, Snapshot)>> = Default::default();
+    for (id, s) in repo.snapshots()? {
+        if only.is_some_and(|n| n != s.name) {
+            continue;
+        }
+        let mut tags = s.tags.clone();
+        tags.sort();
+        let key = (
+            s.name.clone(),
+            by.host.then(|| s.hostname.clone()),
+            by.tags.then_some(tags),
+        );
+        groups.entry(key).or_default().push((id, s));
+    }
+    let mut out = Vec::new();
+    for ((name, host, tags), group) in groups {
+        let decisions = apply(policy, &group);
+        if !dry_run {
+            for d in decisions.iter().filter(|d| !d.keep) {
+                repo.delete_snapshot(&d.id)?;
+            }
+        }
+        out.push(GroupDecisions {
+            name,
+            host,
+            tags,
+            decisions,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

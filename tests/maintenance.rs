@@ -81,6 +81,44 @@ fn forget_applies_the_policy_per_volume_name_and_dry_run_removes_nothing() {
 }
 
 #[test]
+fn forget_can_group_by_tags_too() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    cli_init(&repo);
+    let src = t.path().join("src");
+    for (i, tag) in ["daily", "weekly", "daily", "weekly", "daily"]
+        .iter()
+        .enumerate()
+    {
+        common::write(&src.join("f"), format!("{i}").as_bytes());
+        let out = lifeboat(&repo)
+            .args(["backup", "--name", "v", "--tag", tag])
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let bad = lifeboat(&repo)
+        .args(["forget", "--keep-last", "1", "--group-by", "name,color"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--group-by"));
+    let v = json(
+        &repo,
+        &["forget", "--keep-last", "1", "--group-by", "name,tags"],
+    );
+    let groups = v["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{v}");
+    assert!(
+        groups
+            .iter()
+            .any(|g| g["tags"] == serde_json::json!(["weekly"]))
+    );
+    // One per tag set survives, where grouping by name alone would have kept one in all.
+    assert_eq!(count(&repo, "v"), 2);
+}
+
+#[test]
 fn repair_index_rebuilds_lost_and_damaged_index_objects_from_pack_headers() {
     let t = tempfile::tempdir().unwrap();
     let repo = t.path().join("repo");

@@ -260,25 +260,25 @@ pub fn run(cli: Cli) -> Result<u8> {
                 "--keep-within",
                 a.keep_tags.clone(),
             )?;
-            let mut names: Vec<String> = repo
-                .snapshots()?
-                .into_iter()
-                .map(|(_, s)| s.name)
-                .filter(|n| a.name.as_ref().is_none_or(|w| w == n))
-                .collect();
-            names.sort();
-            names.dedup();
-            let mut report = Vec::new();
-            for name in names {
-                let decisions = crate::forget::forget(&repo, &name, &policy, a.dry_run)?;
-                if !g.json && !g.quiet {
-                    let removed = decisions.iter().filter(|d| !d.keep).count();
+            let by: crate::forget::GroupBy = a.group_by.parse()?;
+            let groups =
+                crate::forget::forget_grouped(&repo, a.name.as_deref(), by, &policy, a.dry_run)?;
+            if !g.json && !g.quiet {
+                for grp in &groups {
+                    let removed = grp.decisions.iter().filter(|d| !d.keep).count();
+                    let mut label = format!("volume {:?}", grp.name);
+                    if let Some(h) = &grp.host {
+                        label.push_str(&format!(" host {h:?}"));
+                    }
+                    if let Some(t) = &grp.tags {
+                        label.push_str(&format!(" tags [{}]", t.join(",")));
+                    }
                     println!(
-                        "volume {name:?}: keep {}, {} {removed}",
-                        decisions.len() - removed,
+                        "{label}: keep {}, {} {removed}",
+                        grp.decisions.len() - removed,
                         if a.dry_run { "would remove" } else { "removed" }
                     );
-                    for d in &decisions {
+                    for d in &grp.decisions {
                         println!(
                             "  {} {}  {}",
                             if d.keep { "keep  " } else { "remove" },
@@ -290,8 +290,8 @@ pub fn run(cli: Cli) -> Result<u8> {
                         }
                     }
                 }
-                report.push(json!({"name": name, "decisions": decisions}));
             }
+            let report = groups;
             let pruned = if a.prune {
                 let opts = prune_options(&a.prune_opts, a.dry_run)?;
                 Some(crate::prune::prune(&repo, &opts)?)

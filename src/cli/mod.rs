@@ -293,6 +293,9 @@ struct ForgetArgs {
     /// Show what would be kept and removed, and why, without removing anything.
     #[arg(long, short = 'n')]
     dry_run: bool,
+    /// Group snapshots by `name` (always) plus `host` and/or `tags`, e.g. `name,host`.
+    #[arg(long, default_value = "name")]
+    group_by: String,
     /// Prune afterwards (with the prune options below).
     #[arg(long)]
     prune: bool,
