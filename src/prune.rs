@@ -19,11 +19,11 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::backup::{Packer, SealedBlob, upload_pack};
+use crate::backup::PackWriter;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::gc::{GC_RECORD_VERSION, PruneMark, heartbeat_interval};
-use crate::repository::index::{Index, IndexFile};
+use crate::repository::index::Index;
 use crate::repository::pack::{self, PackEntry};
 use crate::repository::tree::NodeKind;
 use crate::repository::{Repository, TreeLoader, object_id, verify_object_id};
@@ -410,21 +410,8 @@ fn copy_live_blobs(
     packs: &[Id],
 ) -> Result<(usize, u64)> {
     let leaving: HashSet<Id> = packs.iter().copied().collect();
-    let staging = repo
-        .backend()
-        .staging_dir()
-        .unwrap_or_else(std::env::temp_dir);
-    let mut packer = Packer::new(repo.key(), &staging, repo.config().pack_size as u64);
-    let mut written = Vec::new();
+    let mut out = PackWriter::new(repo);
     let mut copied = HashSet::new();
-    let (mut blobs, mut bytes) = (0, 0);
-    let mut upload =
-        |p: crate::backup::FinishedPack, written: &mut Vec<(Id, Vec<PackEntry>)>| -> Result<()> {
-            upload_pack(repo, &p)?;
-            bytes += p.size;
-            written.push((p.id, p.entries));
-            Ok(())
-        };
     for id in packs {
         let key = pack::pack_key(id);
         let data = repo.backend().get(&key)?;
@@ -448,26 +435,10 @@ fn copy_live_blobs(
             // Never carry damage forward: the copy must decrypt and hash to its id.
             repo.open_blob(id, e, sealed)?;
             copied.insert(e.id);
-            blobs += 1;
-            if let Some(p) = packer.add(SealedBlob {
-                id: e.id,
-                kind: e.kind,
-                flags: e.flags,
-                raw_length: e.raw_length,
-                bytes: sealed.to_vec(),
-            })? {
-                upload(p, &mut written)?;
-            }
+            out.copy(e, sealed)?;
         }
     }
-    for p in packer.finish()? {
-        upload(p, &mut written)?;
-    }
-    if !written.is_empty() {
-        repo.save_index(&IndexFile {
-            supersedes: Vec::new(),
-            packs: written,
-        })?;
-    }
-    Ok((blobs, bytes))
+    let bytes = out.bytes;
+    out.finish()?;
+    Ok((copied.len(), bytes))
 }

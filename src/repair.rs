@@ -11,11 +11,11 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use crate::backup::{FinishedPack, Heartbeat, Packer, SealedBlob, seal_blob, upload_pack};
+use crate::backup::{Heartbeat, PackWriter, seal_blob};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::repository::index::{Index, IndexFile};
-use crate::repository::pack::{BlobType, PackEntry};
+use crate::repository::index::Index;
+use crate::repository::pack::BlobType;
 use crate::repository::tree::{NodeKind, Tree};
 use crate::repository::{IndexRepair, Repository, TreeLoader, object_id};
 
@@ -49,17 +49,7 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<IndexRepair> {
     if r.salvage.is_empty() {
         return Ok(r);
     }
-    let staging = repo
-        .backend()
-        .staging_dir()
-        .unwrap_or_else(std::env::temp_dir);
-    let mut packer = Packer::new(repo.key(), &staging, repo.config().pack_size as u64);
-    let mut written = Vec::new();
-    let upload = |p: FinishedPack, written: &mut Vec<(Id, Vec<PackEntry>)>| -> Result<()> {
-        upload_pack(repo, &p)?;
-        written.push((p.id, p.entries));
-        Ok(())
-    };
+    let mut out = PackWriter::new(repo);
     let salvage = std::mem::take(&mut r.salvage);
     for (pack, good) in &salvage {
         let key = crate::repository::pack::pack_key(pack);
@@ -68,28 +58,11 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<IndexRepair> {
             let sealed = &data[e.offset as usize..(e.offset + e.length) as usize];
             repo.open_blob(pack, e, sealed)?;
             r.salvaged_blobs += 1;
-            if let Some(p) = packer.add(SealedBlob {
-                id: e.id,
-                kind: e.kind,
-                flags: e.flags,
-                raw_length: e.raw_length,
-                bytes: sealed.to_vec(),
-            })? {
-                upload(p, &mut written)?;
-            }
+            out.copy(e, sealed)?;
         }
     }
-    for p in packer.finish()? {
-        upload(p, &mut written)?;
-    }
-    r.packs += written.len();
+    r.packs += out.finish()?;
     r.blobs += r.salvaged_blobs;
-    if !written.is_empty() {
-        repo.save_index(&IndexFile {
-            supersedes: Vec::new(),
-            packs: written,
-        })?;
-    }
     for (pack, _) in &salvage {
         repo.backend()
             .delete(&crate::repository::pack::pack_key(pack))?;
@@ -111,15 +84,10 @@ fn run(repo: &Repository, forget: bool, dry_run: bool) -> Result<Vec<SnapshotRep
     let listed = repo.backend().list("snapshots/")?;
     let index = repo.load_index()?;
     let loader = TreeLoader::new(repo, &index);
-    let staging = repo
-        .backend()
-        .staging_dir()
-        .unwrap_or_else(std::env::temp_dir);
     let mut writer = TreeWriter {
         repo,
         index: &index,
-        packer: Packer::new(repo.key(), &staging, repo.config().pack_size as u64),
-        written: Vec::new(),
+        out: PackWriter::new(repo),
         pending: HashSet::new(),
         present: repo
             .backend()
@@ -159,7 +127,7 @@ fn run(repo: &Repository, forget: bool, dry_run: bool) -> Result<Vec<SnapshotRep
         }
     }
     // Trees first, then their index, then the snapshots: the usual write order.
-    writer.finish()?;
+    writer.out.finish()?;
     for (id, mut snap, root, damage) in plans {
         let replacement = if dry_run {
             None
@@ -251,8 +219,7 @@ fn rewrite(
 struct TreeWriter<'a> {
     repo: &'a Repository,
     index: &'a Index,
-    packer: Packer<'a>,
-    written: Vec<(Id, Vec<PackEntry>)>,
+    out: PackWriter<'a>,
     pending: HashSet<Id>,
     /// Packs that exist: a blob indexed in a missing pack is lost too.
     present: HashSet<Id>,
@@ -273,29 +240,14 @@ impl TreeWriter<'_> {
             return Ok(id);
         }
         let level = self.repo.config().compression_level;
-        let blob = seal_blob(self.repo, level, id, BlobType::Tree, &bytes, None)?;
-        if let Some(p) = self.packer.add(blob)? {
-            self.upload(p)?;
-        }
+        self.out.add(seal_blob(
+            self.repo,
+            level,
+            id,
+            BlobType::Tree,
+            &bytes,
+            None,
+        )?)?;
         Ok(id)
-    }
-
-    fn upload(&mut self, p: FinishedPack) -> Result<()> {
-        upload_pack(self.repo, &p)?;
-        self.written.push((p.id, p.entries));
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Result<()> {
-        for p in self.packer.finish()? {
-            self.upload(p)?;
-        }
-        if !self.written.is_empty() {
-            self.repo.save_index(&IndexFile {
-                supersedes: Vec::new(),
-                packs: std::mem::take(&mut self.written),
-            })?;
-        }
-        Ok(())
     }
 }

@@ -18,29 +18,6 @@ use std::time::{Duration, Instant};
 use common::seaweed::{self, ACCESS_KEY, SECRET_KEY};
 use common::*;
 
-/// Relative path → BLAKE3 of every file under `dir`.
-fn manifest(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).unwrap().display().to_string();
-                out.insert(
-                    rel,
-                    blake3::hash(&std::fs::read(&p).unwrap())
-                        .to_hex()
-                        .to_string(),
-                );
-            }
-        }
-    }
-    out
-}
-
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {

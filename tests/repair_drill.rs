@@ -31,28 +31,6 @@ enum Damage {
     Delete,
 }
 
-fn manifest(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).unwrap().display().to_string();
-                out.insert(
-                    rel,
-                    blake3::hash(&std::fs::read(&p).unwrap())
-                        .to_hex()
-                        .to_string(),
-                );
-            }
-        }
-    }
-    out
-}
-
 fn json(repo: &Path, args: &[&str]) -> (bool, serde_json::Value, String) {
     let out = lifeboat(repo).arg("--json").args(args).output().unwrap();
     let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);

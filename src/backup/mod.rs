@@ -36,7 +36,7 @@ use crate::repository::tree::{Node, NodeKind, Tree};
 use crate::repository::{Repository, TreeLoader};
 
 pub(crate) use heartbeat::Heartbeat;
-pub use packer::{FinishedPack, Packer, SealedBlob};
+pub use packer::{FinishedPack, PackWriter, Packer, SealedBlob};
 pub use walk::node_from_metadata;
 use walk::{FileJob, Pending, Walker};
 

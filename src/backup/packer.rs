@@ -128,3 +128,70 @@ impl<'a> Packer<'a> {
         })
     }
 }
+
+/// Packs, uploads and finally indexes blobs outside a backup's pipeline: prune's repack and the
+/// repairs. One index object lists everything written, once `finish` is called.
+pub struct PackWriter<'r> {
+    repo: &'r crate::repository::Repository,
+    packer: Packer<'r>,
+    written: Vec<(Id, Vec<PackEntry>)>,
+    /// Bytes uploaded so far.
+    pub bytes: u64,
+}
+
+impl<'r> PackWriter<'r> {
+    /// A writer staging packs where the backend wants them.
+    pub fn new(repo: &'r crate::repository::Repository) -> Self {
+        let staging = repo
+            .backend()
+            .staging_dir()
+            .unwrap_or_else(std::env::temp_dir);
+        PackWriter {
+            repo,
+            packer: Packer::new(repo.key(), &staging, repo.config().pack_size as u64),
+            written: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Adds a sealed blob, uploading a pack when one fills.
+    pub fn add(&mut self, blob: SealedBlob) -> Result<()> {
+        if let Some(p) = self.packer.add(blob)? {
+            self.upload(p)?;
+        }
+        Ok(())
+    }
+
+    /// Copies an already sealed blob (from another pack) as it is.
+    pub fn copy(&mut self, e: &PackEntry, sealed: &[u8]) -> Result<()> {
+        self.add(SealedBlob {
+            id: e.id,
+            kind: e.kind,
+            flags: e.flags,
+            raw_length: e.raw_length,
+            bytes: sealed.to_vec(),
+        })
+    }
+
+    fn upload(&mut self, p: FinishedPack) -> Result<()> {
+        super::upload_pack(self.repo, &p)?;
+        self.bytes += p.size;
+        self.written.push((p.id, p.entries));
+        Ok(())
+    }
+
+    /// Uploads what is left and writes the index object; returns how many packs were written.
+    pub fn finish(mut self) -> Result<usize> {
+        for p in self.packer.finish()? {
+            self.upload(p)?;
+        }
+        let n = self.written.len();
+        if n > 0 {
+            self.repo.save_index(&crate::repository::index::IndexFile {
+                supersedes: Vec::new(),
+                packs: std::mem::take(&mut self.written),
+            })?;
+        }
+        Ok(n)
+    }
+}

@@ -197,3 +197,25 @@ pub fn flip_byte(path: &Path, offset: i64) {
     b[i] ^= 0x01;
     fs::write(path, b).unwrap();
 }
+
+/// Relative path → BLAKE3 hex of every file under `dir`: a cheap record of what a snapshot should
+/// restore to, for drills that take many snapshots.
+pub fn manifest(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(
+                    rel,
+                    blake3::hash(&fs::read(&p).unwrap()).to_hex().to_string(),
+                );
+            }
+        }
+    }
+    out
+}
