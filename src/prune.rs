@@ -23,7 +23,7 @@ use crate::backup::PackWriter;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::gc::{GC_RECORD_VERSION, PruneMark, heartbeat_interval};
-use crate::repository::index::Index;
+use crate::repository::index::{Index, IndexFile};
 use crate::repository::pack::{self, PackEntry};
 use crate::repository::tree::NodeKind;
 use crate::repository::{Repository, TreeLoader, object_id, verify_object_id};
@@ -163,8 +163,18 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // Snapshots before the index: a snapshot is written after its index, so every snapshot
     // listed here finds its blobs in the index loaded next.
     let snapshots = repo.snapshots_strict()?;
+    // One listing of marks and of index objects serves the sweep; the mark phase reloads the
+    // index only if the sweep changed it.
     let marks = repo.prune_marks()?;
-    let mut index = repo.load_index()?;
+    let marked = |keep: &dyn Fn(&Id) -> bool| -> HashSet<Id> {
+        marks
+            .iter()
+            .filter(|(id, _)| keep(id))
+            .flat_map(|(_, m)| m.packs.iter().copied())
+            .collect()
+    };
+    let mut files = repo.index_files()?;
+    let mut index = Index::from_files(&files, marked(&|_| true));
     let used = used_blobs(repo, &index, &snapshots)?;
 
     // 3. Sweep.
@@ -199,7 +209,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     let mut doomed = HashSet::new();
     if !ripe.is_empty() {
-        let entries = pack_entries(repo)?;
+        let entries = pack_entries(&files);
         for (_, m) in &ripe {
             for p in &m.packs {
                 // Kept if a snapshot written since the mark needs a blob found only here.
@@ -234,7 +244,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             for (id, _) in &ripe {
                 repo.delete_prune_mark(id)?;
             }
-            index = repo.load_index()?;
+            files = repo.index_files()?;
+            index = Index::from_files(&files, marked(&|id| !ripe.iter().any(|(r, _)| r == id)));
         }
         for p in &doomed {
             sizes.remove(p);
@@ -242,17 +253,13 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
 
     // 4. Mark.
-    let still_marked: HashSet<Id> = marks
-        .iter()
-        .filter(|(id, _)| !ripe.iter().any(|(r, _)| r == id))
-        .flat_map(|(_, m)| m.packs.iter().copied())
-        .collect();
+    let still_marked = marked(&|id| !ripe.iter().any(|(r, _)| r == id));
     // Packs written after this are not ours to judge: they may belong to a running backup.
     let cutoff: SystemTime = (oldest_writer.map_or(t0, |s| s.min(t0)) - allowance).into();
     let young_cutoff = SystemTime::now()
         .checked_sub(opts.young)
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let entries = pack_entries(repo)?;
+    let entries = pack_entries(&files);
 
     // Which pack provides each needed blob: the newest one holding it (a repacked copy wins over
     // the original), never a marked one if another copy exists.
@@ -357,14 +364,14 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 }
 
 /// Every indexed pack's entries, from the live index objects.
-fn pack_entries(repo: &Repository) -> Result<HashMap<Id, Vec<PackEntry>>> {
+fn pack_entries(files: &[(Id, IndexFile)]) -> HashMap<Id, Vec<PackEntry>> {
     let mut out = HashMap::new();
-    for (_, f) in repo.index_files()? {
-        for (p, es) in f.packs {
-            out.entry(p).or_insert(es);
+    for (_, f) in files {
+        for (p, es) in &f.packs {
+            out.entry(*p).or_insert_with(|| es.clone());
         }
     }
-    Ok(out)
+    out
 }
 
 /// Every tree and data blob some snapshot references. A snapshot or tree that cannot be read is

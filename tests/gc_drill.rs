@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::seaweed::{self, ACCESS_KEY, SECRET_KEY};
+use common::seaweed;
 use common::*;
 
 struct Rng(u64);
@@ -279,16 +279,8 @@ fn prune_beside_two_running_backups_s3() {
     let t = tempfile::tempdir().unwrap();
     let url = format!("s3:http://{}/gc-drill/repo", s.s3);
     let base = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
-        c.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", t.path())
-            .env("LIFEBOAT_REPOSITORY", &url)
-            .env("LIFEBOAT_PASSWORD", PASSWORD)
-            .env("LIFEBOAT_HEARTBEAT", "500ms")
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_REGION", "us-east-1");
+        let mut c = seaweed::lifeboat_s3(&url, t.path());
+        c.env("LIFEBOAT_HEARTBEAT", "500ms");
         c
     };
     let out = base()

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::proxy::{Fault, Proxy};
-use common::seaweed::{self, ACCESS_KEY, SECRET_KEY};
+use common::seaweed;
 use common::*;
 use lifeboat::backend::{Backend, Payload, PutMode, S3Backend, S3Location};
 
@@ -20,16 +20,7 @@ fn s3_backend(url: &str) -> S3Backend {
 
 /// The lifeboat binary pointed at an S3 URL with the test credentials.
 fn cli(url: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", std::env::temp_dir())
-        .env("LIFEBOAT_REPOSITORY", url)
-        .env("LIFEBOAT_PASSWORD", PASSWORD)
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_REGION", "us-east-1");
-    c
+    seaweed::lifeboat_s3(url, &std::env::temp_dir())
 }
 
 fn init(url: &str) {

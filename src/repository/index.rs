@@ -199,6 +199,22 @@ impl Index {
         }
     }
 
+    /// The index of `files` (live index objects), with `marked` packs added last and flagged.
+    pub fn from_files(files: &[(Id, IndexFile)], marked: HashSet<Id>) -> Index {
+        let mut idx = Index::default();
+        for late in [false, true] {
+            for (_, f) in files {
+                for (pack, entries) in &f.packs {
+                    if marked.contains(pack) == late {
+                        idx.add_pack(*pack, entries);
+                    }
+                }
+            }
+        }
+        idx.set_marked(marked);
+        idx
+    }
+
     /// Records the packs prune has marked. Load marked packs after the others, so a blob that
     /// also lives elsewhere is located in the pack that stays.
     pub fn set_marked(&mut self, marked: HashSet<Id>) {

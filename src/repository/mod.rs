@@ -444,19 +444,7 @@ impl Repository {
     /// last and are flagged, so readers prefer a copy that will stay and backups reuse none.
     pub fn load_index(&self) -> Result<Index> {
         let marked = self.marked_packs()?;
-        let files = self.index_files()?;
-        let mut idx = Index::default();
-        for late in [false, true] {
-            for (_, f) in &files {
-                for (pack, entries) in &f.packs {
-                    if marked.contains(pack) == late {
-                        idx.add_pack(*pack, entries);
-                    }
-                }
-            }
-        }
-        idx.set_marked(marked);
-        Ok(idx)
+        Ok(Index::from_files(&self.index_files()?, marked))
     }
 
     /// Stores an index object under the hash of its bytes.

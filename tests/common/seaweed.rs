@@ -185,3 +185,18 @@ pub fn server() -> &'static SeaweedFs {
     static SERVER: OnceLock<SeaweedFs> = OnceLock::new();
     SERVER.get_or_init(start)
 }
+
+/// The lifeboat binary pointed at an S3 repository URL with the test credentials, in a clean
+/// environment whose HOME (and so cache) is `home`.
+pub fn lifeboat_s3(url: &str, home: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("LIFEBOAT_REPOSITORY", url)
+        .env("LIFEBOAT_PASSWORD", super::PASSWORD)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1");
+    c
+}
