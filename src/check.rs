@@ -86,7 +86,7 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     let mut files: Vec<(Id, IndexFile)> = Vec::new();
     for info in repo.backend().list("index/")? {
         let loaded = object_id(&info.key, "index/").and_then(|id| {
-            let bytes = repo.backend().get(&info.key)?;
+            let bytes = repo.get_object(&info.key)?;
             verify_object_id(&info.key, &id, &bytes)?;
             Ok((id, IndexFile::decode(repo.key(), &info.key, &bytes)?))
         });
@@ -267,7 +267,7 @@ fn display(p: &str) -> &str {
 /// Downloads a pack and verifies its hash, header and every blob. Returns the problems found.
 fn verify_pack(repo: &Repository, id: &Id, size: u64) -> Vec<String> {
     let key = pack::pack_key(id);
-    let bytes = match repo.backend().get(&key) {
+    let bytes = match repo.get_object(&key) {
         Ok(b) => b,
         Err(e) => return vec![e.to_string()],
     };

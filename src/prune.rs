@@ -421,7 +421,7 @@ fn copy_live_blobs(
     let mut copied = HashSet::new();
     for id in packs {
         let key = pack::pack_key(id);
-        let data = repo.backend().get(&key)?;
+        let data = repo.get_object(&key)?;
         verify_object_id(&key, id, &data)?;
         for e in &entries[id] {
             if !used.contains(&e.id) || copied.contains(&e.id) {

@@ -53,7 +53,7 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<IndexRepair> {
     let salvage = std::mem::take(&mut r.salvage);
     for (pack, good) in &salvage {
         let key = crate::repository::pack::pack_key(pack);
-        let data = repo.backend().get(&key)?;
+        let data = repo.get_object(&key)?;
         for e in good {
             let sealed = &data[e.offset as usize..(e.offset + e.length) as usize];
             repo.open_blob(pack, e, sealed)?;

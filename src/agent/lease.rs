@@ -50,7 +50,7 @@ fn now() -> i64 {
 }
 
 fn read(repo: &Repository, key: &str) -> Result<Option<LeaseBody>> {
-    match repo.backend().get(key) {
+    match repo.get_object(key) {
         Ok(bytes) => {
             let body = repo
                 .key()

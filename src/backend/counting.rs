@@ -99,9 +99,9 @@ impl<B: Backend> Backend for Counting<B> {
     fn create(&self) -> Result<()> {
         self.inner.create()
     }
-    fn get(&self, key: &str) -> Result<Vec<u8>> {
+    fn get(&self, key: &str, max: u64) -> Result<Vec<u8>> {
         self.get.fetch_add(1, Relaxed);
-        let v = self.inner.get(key)?;
+        let v = self.inner.get(key, max)?;
         self.down.fetch_add(v.len() as u64, Relaxed);
         Ok(v)
     }
@@ -119,6 +119,23 @@ impl<B: Backend> Backend for Counting<B> {
         };
         let out = self.inner.put(key, payload, mode)?;
         if out == PutOutcome::Written {
+            self.up.fetch_add(n, Relaxed);
+        }
+        Ok(out)
+    }
+    fn put_versioned(
+        &self,
+        key: &str,
+        payload: Payload<'_>,
+        mode: PutMode,
+    ) -> Result<(PutOutcome, Option<String>)> {
+        self.put.fetch_add(1, Relaxed);
+        let n = match payload {
+            Payload::Bytes(b) => b.len() as u64,
+            Payload::File(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+        };
+        let out = self.inner.put_versioned(key, payload, mode)?;
+        if out.0 == PutOutcome::Written {
             self.up.fetch_add(n, Relaxed);
         }
         Ok(out)
@@ -149,14 +166,22 @@ impl Backend for Box<dyn Backend> {
     fn create(&self) -> Result<()> {
         (**self).create()
     }
-    fn get(&self, key: &str) -> Result<Vec<u8>> {
-        (**self).get(key)
+    fn get(&self, key: &str, max: u64) -> Result<Vec<u8>> {
+        (**self).get(key, max)
     }
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         (**self).get_range(key, offset, len)
     }
     fn put(&self, key: &str, payload: Payload<'_>, mode: PutMode) -> Result<PutOutcome> {
         (**self).put(key, payload, mode)
+    }
+    fn put_versioned(
+        &self,
+        key: &str,
+        payload: Payload<'_>,
+        mode: PutMode,
+    ) -> Result<(PutOutcome, Option<String>)> {
+        (**self).put_versioned(key, payload, mode)
     }
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         (**self).list(prefix)

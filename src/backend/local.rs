@@ -73,8 +73,10 @@ impl Backend for LocalBackend {
         Ok(())
     }
 
-    fn get(&self, key: &str) -> Result<Vec<u8>> {
-        fs::read(self.path(key)?).map_err(|e| self.not_found_or(key, e))
+    fn get(&self, key: &str, max: u64) -> Result<Vec<u8>> {
+        let data = fs::read(self.path(key)?).map_err(|e| self.not_found_or(key, e))?;
+        crate::backend::check_size(key, data.len() as u64, max)?;
+        Ok(data)
     }
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -187,6 +189,7 @@ impl Backend for LocalBackend {
                         key: rel,
                         size: meta.len(),
                         modified: meta.modified().ok(),
+                        version: None,
                     });
                 }
             }

@@ -55,6 +55,11 @@ pub struct ObjectInfo {
     /// When the object was last written, as the store reports it. Prune uses it to leave young
     /// packs alone (a running backup's, and on Storj any younger than the 30-day minimum).
     pub modified: Option<std::time::SystemTime>,
+    /// An opaque token that changes whenever the object's bytes may have changed: the S3 `ETag`,
+    /// or for a local file its inode, change time and size. `None` when the store gives none.
+    /// The verified-pack ledger ([`crate::repository::verified`]) trusts a pack it once read in
+    /// full only while this token is unchanged.
+    pub version: Option<String>,
 }
 
 /// A store of named bytes.
@@ -72,14 +77,29 @@ pub trait Backend: Send + Sync {
     /// Creates the container (directory, bucket) if needed. Called by `init` only.
     fn create(&self) -> Result<()>;
 
-    /// Reads a whole object.
-    fn get(&self, key: &str) -> Result<Vec<u8>>;
+    /// Reads a whole object of at most `max` bytes. An object larger than `max` (by its
+    /// declared length or by the bytes that actually arrive) is an error naming it, and no more
+    /// than about `max` bytes are ever buffered: a hostile store cannot make the reader allocate
+    /// more than the caller budgeted for the object's kind.
+    fn get(&self, key: &str, max: u64) -> Result<Vec<u8>>;
 
     /// Reads `len` bytes at `offset`.
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
 
     /// Stores an object.
     fn put(&self, key: &str, payload: Payload<'_>, mode: PutMode) -> Result<PutOutcome>;
+
+    /// Like [`Backend::put`], and also returns the stored object's version token (see
+    /// [`ObjectInfo::version`]) when the store reports one with the write, so that a writer can
+    /// later tell whether its own object was changed. The default reports none.
+    fn put_versioned(
+        &self,
+        key: &str,
+        payload: Payload<'_>,
+        mode: PutMode,
+    ) -> Result<(PutOutcome, Option<String>)> {
+        Ok((self.put(key, payload, mode)?, None))
+    }
 
     /// Lists all objects whose key starts with `prefix`.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
@@ -103,6 +123,17 @@ pub trait Backend: Send + Sync {
     fn concurrency(&self) -> usize {
         2
     }
+}
+
+/// The error for an object larger than its kind allows (see [`Backend::get`]).
+pub fn check_size(key: &str, size: u64, max: u64) -> crate::Result<()> {
+    if size > max {
+        return Err(crate::Error::corrupt(
+            key,
+            format!("{size} bytes is more than the {max} an object of its kind may hold"),
+        ));
+    }
+    Ok(())
 }
 
 /// Rejects keys no backend should accept: empty or `.`/`..` components, a leading `/`,

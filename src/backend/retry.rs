@@ -95,14 +95,22 @@ impl<B: Backend> Backend for Retry<B> {
     fn create(&self) -> Result<()> {
         self.run("create", "", || self.inner.create())
     }
-    fn get(&self, key: &str) -> Result<Vec<u8>> {
-        self.run("GET", key, || self.inner.get(key))
+    fn get(&self, key: &str, max: u64) -> Result<Vec<u8>> {
+        self.run("GET", key, || self.inner.get(key, max))
     }
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.run("GET", key, || self.inner.get_range(key, offset, len))
     }
     fn put(&self, key: &str, payload: Payload<'_>, mode: PutMode) -> Result<PutOutcome> {
         self.run("PUT", key, || self.inner.put(key, payload, mode))
+    }
+    fn put_versioned(
+        &self,
+        key: &str,
+        payload: Payload<'_>,
+        mode: PutMode,
+    ) -> Result<(PutOutcome, Option<String>)> {
+        self.run("PUT", key, || self.inner.put_versioned(key, payload, mode))
     }
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         self.run("LIST", prefix, || self.inner.list(prefix))
@@ -139,7 +147,7 @@ mod tests {
         fn create(&self) -> Result<()> {
             Ok(())
         }
-        fn get(&self, key: &str) -> Result<Vec<u8>> {
+        fn get(&self, key: &str, _: u64) -> Result<Vec<u8>> {
             if self.fails.fetch_sub(1, Ordering::SeqCst) > 0 {
                 return Err(Error::Backend {
                     key: key.into(),
@@ -178,7 +186,7 @@ mod tests {
             },
             FAST,
         );
-        assert_eq!(b.get("k").unwrap(), b"ok");
+        assert_eq!(b.get("k", 1024).unwrap(), b"ok");
         let b = Retry::new(
             Flaky {
                 fails: AtomicU32::new(4),
@@ -186,7 +194,7 @@ mod tests {
             },
             FAST,
         );
-        assert!(b.get("k").is_err());
+        assert!(b.get("k", 1024).is_err());
     }
 
     #[test]
@@ -198,7 +206,7 @@ mod tests {
             },
             FAST,
         );
-        assert!(b.get("k").is_err());
+        assert!(b.get("k", 1024).is_err());
         assert_eq!(
             b.inner.fails.load(Ordering::SeqCst),
             0,

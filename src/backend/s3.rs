@@ -463,7 +463,7 @@ impl Backend for S3Backend {
         })
     }
 
-    fn get(&self, key: &str) -> Result<Vec<u8>> {
+    fn get(&self, key: &str, max: u64) -> Result<Vec<u8>> {
         self.rt.block_on(async {
             self.counters.get.fetch_add(1, Relaxed);
             let out = self
@@ -475,7 +475,12 @@ impl Backend for S3Backend {
                 .await
                 .map_err(|e| self.map_err(key, e))?;
             let expect = out.content_length().map(|n| n as u64);
-            self.read_body(key, out.body, expect).await
+            if let Some(n) = expect {
+                crate::backend::check_size(key, n, max)?;
+            }
+            let data = self.read_body(key, out.body, expect).await?;
+            crate::backend::check_size(key, data.len() as u64, max)?;
+            Ok(data)
         })
     }
 
@@ -582,6 +587,7 @@ impl Backend for S3Backend {
                             modified: o
                                 .last_modified()
                                 .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                            version: o.e_tag().map(str::to_string),
                         });
                     }
                 }

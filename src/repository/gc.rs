@@ -78,7 +78,7 @@ impl Repository {
     }
 
     fn get_sealed_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T> {
-        let bytes = self.backend().get(key)?;
+        let bytes = self.get_object(key)?;
         let plain = self.key().data().open(&bytes, &|| key.to_string())?;
         #[derive(Deserialize)]
         struct V {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod gc;
 pub mod index;
 pub mod keys;
+pub mod limits;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
@@ -98,7 +99,7 @@ impl Repository {
     pub fn init(backend: Box<dyn Backend>, password: &str, opts: &InitOptions) -> Result<Self> {
         let location = backend.location();
         backend.create()?;
-        match backend.get("config") {
+        match backend.get("config", limits::MAX_CONFIG) {
             Ok(_) => return Err(Error::AlreadyInitialized { location }),
             Err(Error::NotFound { .. }) => {}
             Err(e) => return Err(e),
@@ -145,7 +146,7 @@ impl Repository {
     /// Opens an existing repository with a password.
     pub fn open(backend: Box<dyn Backend>, password: &str) -> Result<Self> {
         let backend = Counting::new(backend);
-        let sealed_config = match backend.get("config") {
+        let sealed_config = match backend.get("config", limits::MAX_CONFIG) {
             Ok(c) => c,
             Err(Error::NotFound { .. }) => {
                 return Err(Error::NoRepository {
@@ -156,7 +157,7 @@ impl Repository {
         };
         let keys = backend.list("keys/")?;
         for info in &keys {
-            let bytes = backend.get(&info.key)?;
+            let bytes = backend.get(&info.key, limits::MAX_KEY)?;
             let key_file = match KeyFile::parse(&bytes, &info.key) {
                 Ok(k) => k,
                 Err(e @ Error::NewerFormat { .. }) => return Err(e),
@@ -198,12 +199,20 @@ impl Repository {
         {
             return Ok(b);
         }
-        let bytes = self.backend.get(key)?;
+        let bytes = self.get_object(key)?;
         verify_object_id(key, id, &bytes)?;
         if let Some(c) = &self.cache {
             c.put(key, &bytes);
         }
         Ok(bytes)
+    }
+
+    /// Reads a whole object, refusing one larger than its kind may be ([`limits`]).
+    pub fn get_object(&self, key: &str) -> Result<Vec<u8>> {
+        self.backend.get(
+            key,
+            limits::max_object_size(key, self.config.pack_size as u64),
+        )
     }
 
     /// Drops cached objects under `prefix` that the repository no longer lists.
@@ -369,7 +378,7 @@ impl Repository {
         id: &Id,
         key: &str,
     ) -> Result<(Id, Vec<PackEntry>, Vec<(String, String)>)> {
-        let data = self.backend.get(key)?;
+        let data = self.get_object(key)?;
         let size = data.len() as u64;
         let hlen = pack::header_len(key, &data, size)?;
         let sealed = &data[(size - hlen - 4) as usize..(size - 4) as usize];
@@ -637,7 +646,7 @@ impl Repository {
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
         for info in self.backend.list("keys/")? {
-            let k = KeyFile::parse(&self.backend.get(&info.key)?, &info.key)?;
+            let k = KeyFile::parse(&self.backend.get(&info.key, limits::MAX_KEY)?, &info.key)?;
             out.push(KeyInfo {
                 id: info.key.trim_start_matches("keys/").to_string(),
                 current: info.key == self.key_name,

@@ -6,7 +6,7 @@ use lifeboat::backend::{Backend, Payload, PutMode, PutOutcome};
 pub fn conformance(b: &dyn Backend) {
     b.create().unwrap();
     assert!(matches!(
-        b.get("snapshots/none"),
+        b.get("snapshots/none", 1 << 30),
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
@@ -20,7 +20,7 @@ pub fn conformance(b: &dyn Backend) {
             .unwrap(),
         PutOutcome::Written
     );
-    assert_eq!(b.get("data/ab/abcd").unwrap(), data);
+    assert_eq!(b.get("data/ab/abcd", 1 << 30).unwrap(), data);
     assert_eq!(
         b.get_range("data/ab/abcd", 100, 50).unwrap(),
         &data[100..150]
@@ -45,17 +45,17 @@ pub fn conformance(b: &dyn Backend) {
             .unwrap(),
         PutOutcome::AlreadyExists
     );
-    assert_eq!(b.get("keys/k1").unwrap(), b"first");
+    assert_eq!(b.get("keys/k1", 1 << 30).unwrap(), b"first");
     b.put("keys/k1", Payload::Bytes(b"third"), PutMode::Overwrite)
         .unwrap();
-    assert_eq!(b.get("keys/k1").unwrap(), b"third");
+    assert_eq!(b.get("keys/k1", 1 << 30).unwrap(), b"third");
 
     // File payloads.
     let tmp = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(tmp.path(), b"from a file").unwrap();
     b.put("index/i1", Payload::File(tmp.path()), PutMode::Overwrite)
         .unwrap();
-    assert_eq!(b.get("index/i1").unwrap(), b"from a file");
+    assert_eq!(b.get("index/i1", 1 << 30).unwrap(), b"from a file");
 
     // Listing: complete, with sizes, only under the prefix.
     for i in 0..30 {
@@ -84,7 +84,7 @@ pub fn conformance(b: &dyn Backend) {
 
     b.delete("keys/k1").unwrap();
     b.delete("keys/k1").unwrap();
-    assert!(matches!(b.get("keys/k1"), Err(Error::NotFound { .. })));
+    assert!(matches!(b.get("keys/k1", 1 << 30), Err(Error::NotFound { .. })));
     assert!(
         b.put("../escape", Payload::Bytes(b"x"), PutMode::Overwrite)
             .is_err()
