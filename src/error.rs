@@ -47,6 +47,16 @@ pub enum Error {
         supported: u32,
     },
 
+    /// The repository was written in an older format that this build no longer reads.
+    #[error(
+        "{object} is in repository format {found}; this lifeboat reads format {supported} only: restore it with the lifeboat release that wrote it (0.1) and back up into a repository made by `lifeboat init` with this one"
+    )]
+    OlderFormat {
+        object: String,
+        found: u32,
+        supported: u32,
+    },
+
     /// Stored bytes fail authentication or do not parse. Names the object and what is wrong.
     #[error("{object} is damaged: {what}")]
     Corrupt { object: String, what: String },

@@ -94,8 +94,24 @@ pub struct Decision {
 
 type Bucket = fn(&DateTime<Utc>) -> i64;
 
-/// Applies `policy` to one group of snapshots (one volume). Returns newest first.
+/// Applies `policy` to one group of snapshots (one volume). Returns newest first. Future-dated
+/// snapshots (see [`Snapshot::future_dated`]) take no part: they neither count for the rules nor
+/// get removed, and come last with the reason `future-dated`, so a wrong clock can neither push
+/// honest snapshots out of `--keep-last` nor be deleted on a guess.
 pub fn apply(policy: &KeepPolicy, group: &[(Id, Snapshot)]) -> Vec<Decision> {
+    let (future, honest): (Vec<_>, Vec<_>) =
+        group.iter().cloned().partition(|(_, s)| s.future_dated);
+    let mut out = apply_honest(policy, &honest);
+    out.extend(future.into_iter().map(|(id, s)| Decision {
+        id,
+        time: s.time,
+        keep: true,
+        reasons: vec!["future-dated".into()],
+    }));
+    out
+}
+
+fn apply_honest(policy: &KeepPolicy, group: &[(Id, Snapshot)]) -> Vec<Decision> {
     let mut snaps: Vec<&(Id, Snapshot)> = group.iter().collect();
     snaps.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
     let mut out: Vec<Decision> = snaps

@@ -457,7 +457,8 @@ fn restore_pack(
                 .and_then(|buf| {
                     let a = (loc.offset as u64 - start) as usize;
                     repo.open_blob(&pack_id, &loc.entry(*id), &buf[a..a + loc.length as usize])
-                });
+                })
+                .or_else(|e| other_copy(repo, index, id, pack_pos).ok_or(e));
             match result {
                 Ok(data) => {
                     let zero = data.iter().all(|&b| b == 0);
@@ -482,6 +483,21 @@ fn restore_pack(
         }
         i = j;
     }
+}
+
+/// Reads a blob from any copy other than the one in `failed_pack` (the index lists a blob in
+/// several packs after a backup stored it again around damage). `None` when no other copy reads.
+fn other_copy(repo: &Repository, index: &Index, id: &Id, failed_pack: u32) -> Option<Vec<u8>> {
+    index
+        .locations(id)
+        .filter(|l| l.pack != failed_pack)
+        .find_map(|l| {
+            let pack = index.pack_id(l.pack);
+            repo.backend()
+                .get_range(&pack::pack_key(&pack), l.offset as u64, l.length as u64)
+                .and_then(|sealed| repo.open_blob(&pack, &l.entry(*id), &sealed))
+                .ok()
+        })
 }
 
 /// One failed ranged read fails every blob in the range; each gets its own copy naming the pack.

@@ -60,18 +60,39 @@ fn wrong_password_and_missing_repository_have_their_own_exit_codes() {
 }
 
 #[test]
+fn repository_of_format_1_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    init_repo(&repo_dir);
+    // A format-1 config: an envelope with type byte 0x01 (no associated data).
+    for name in ["config", "config.1"] {
+        let mut bytes = fs::read(repo_dir.join(name)).unwrap();
+        bytes[0] = 0x01;
+        fs::write(repo_dir.join(name), bytes).unwrap();
+    }
+    let out = lifeboat(&repo_dir).arg("snapshots").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("repository format 1") && err.contains("format 2"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
 fn repository_of_a_newer_format_is_refused_with_upgrade_advice() {
     let tmp = tempfile::tempdir().unwrap();
     let repo_dir = tmp.path().join("repo");
     let repo = init_repo(&repo_dir);
     let mut cfg: serde_json::Value = serde_json::from_str(&repo.config_json()).unwrap();
-    cfg["version"] = 2.into();
-    let sealed = repo.key().data().seal(&serde_json::to_vec(&cfg).unwrap());
+    cfg["version"] = 3.into();
+    let sealed = repo
+        .key()
+        .sealer(lifeboat::crypto::Kind::Config)
+        .seal(b"config", &serde_json::to_vec(&cfg).unwrap());
     fs::write(repo_dir.join("config"), sealed).unwrap();
     let out = lifeboat(&repo_dir).arg("snapshots").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("format version 2") && stderr(&out).contains("upgrade lifeboat"),
+        stderr(&out).contains("format version 3") && stderr(&out).contains("upgrade lifeboat"),
         "{}",
         stderr(&out)
     );

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::{assert_same_tree, cli_init, lifeboat};
-use lifeboat::crypto::MasterKey;
+use lifeboat::crypto::{Kind, MasterKey};
 use lifeboat::id::Id;
 use lifeboat::repository::index::IndexFile;
 use lifeboat::repository::pack;
@@ -191,8 +191,9 @@ proptest! {
             _ => Vec::new(),
         };
         plain.extend_from_slice(&body);
-        let sealed = key.data().seal(&plain);
+        let sealed = key.sealer(Kind::Index).seal(b"", &plain);
         let _ = IndexFile::decode(&key, "index/x", &sealed);
+        let sealed = key.sealer(Kind::PackHeader).seal(b"", &plain);
         let _ = pack::decode_header(&key, "data/x", &sealed, size);
         let _ = Tree::from_bytes(&plain, &Id([0; 32]));
         let _ = serde_json::from_slice::<lifeboat::repository::snapshot::Snapshot>(&plain);
@@ -205,7 +206,7 @@ proptest! {
         let mut plain = b"LBIX\x01".to_vec();
         plain.extend_from_slice(&0u32.to_le_bytes());
         plain.extend_from_slice(&n.to_le_bytes());
-        let sealed = key.data().seal(&plain);
+        let sealed = key.sealer(Kind::Index).seal(b"", &plain);
         prop_assert!(IndexFile::decode(&key, "index/x", &sealed).is_err());
     }
 }

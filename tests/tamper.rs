@@ -191,7 +191,10 @@ fn restore_never_writes_outside_the_target() {
     // Store the hostile root tree through the normal pipeline's sealing, in its own pack.
     let bytes = evil.to_bytes();
     let id = repo.key().blob_id(&bytes);
-    let sealed = repo.key().data().seal(&bytes);
+    let sealed = repo
+        .key()
+        .sealer(lifeboat::crypto::Kind::TreeBlob)
+        .seal(&id.0, &bytes);
     let entry = lifeboat::repository::pack::PackEntry {
         id,
         kind: lifeboat::repository::pack::BlobType::Tree,

@@ -143,11 +143,10 @@ pub fn attempt(repo: &Repository, cfg: &AgentConfig) -> Result<GateOutcome> {
         info!(path = %cfg.path.display(), "volume has data: no restore");
         return Ok(GateOutcome::HasData);
     }
-    // Every snapshot must load: a damaged newest snapshot is a failure to retry and report,
-    // never a reason to fall back to an older one or to "first deployment".
-    let all = repo.snapshots_strict()?;
+    // A damaged snapshot object that may be the newest is a failure to retry and report, never
+    // a reason to fall back to an older one or to "first deployment" (Repository::latest).
     let found = match cfg.restore_snapshot.as_deref() {
-        None => all.into_iter().rev().find(|(_, s)| s.name == cfg.name),
+        None => repo.latest(Some(&cfg.name), false)?,
         Some(spec) => Some(repo.find_snapshot(spec, Some(&cfg.name))?),
     };
     let Some((id, snap)) = found else {

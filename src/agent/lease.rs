@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::backend::{Payload, PutMode, PutOutcome};
+use crate::crypto::Kind;
 use crate::error::{Error, Result};
 use crate::repository::Repository;
 
@@ -54,8 +55,8 @@ fn read(repo: &Repository, key: &str) -> Result<Option<LeaseBody>> {
         Ok(bytes) => {
             let body = repo
                 .key()
-                .data()
-                .open(&bytes, &|| key.to_string())
+                .sealer(Kind::Lease)
+                .open(key.as_bytes(), &bytes, &|| key.to_string())
                 .ok()
                 .and_then(|p| serde_json::from_slice::<LeaseBody>(&p).ok());
             if body.is_none() {
@@ -73,10 +74,10 @@ fn read(repo: &Repository, key: &str) -> Result<Option<LeaseBody>> {
 }
 
 fn write(repo: &Repository, key: &str, body: &LeaseBody, mode: PutMode) -> Result<PutOutcome> {
-    let bytes = repo
-        .key()
-        .data()
-        .seal(&serde_json::to_vec(body).expect("lease serializes"));
+    let bytes = repo.key().sealer(Kind::Lease).seal(
+        key.as_bytes(),
+        &serde_json::to_vec(body).expect("lease serializes"),
+    );
     repo.backend().put(key, Payload::Bytes(&bytes), mode)
 }
 

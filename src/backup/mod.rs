@@ -392,6 +392,8 @@ fn run(
         parent: parent.map(|(id, _)| id),
         program_version: env!("CARGO_PKG_VERSION").into(),
         summary,
+        future_dated: false,
+        stored_at: None,
     };
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome {
@@ -608,7 +610,7 @@ pub(crate) fn seal_blob(
         kind,
         flags,
         raw_length: data.len() as u32,
-        bytes: repo.key().data().seal(plain),
+        bytes: repo.key().sealer(kind.seal_kind()).seal(&id.0, plain),
     })
 }
 

@@ -157,7 +157,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 );
                 for (id, s) in &snaps {
                     println!(
-                        "{:<8}  {:<19}  {:<20}  {:<10}  {}{}",
+                        "{:<8}  {:<19}  {:<20}  {:<10}  {}{}{}",
                         id.short(),
                         s.time.format("%Y-%m-%d %H:%M:%S"),
                         s.name,
@@ -167,6 +167,11 @@ pub fn run(cli: Cli) -> Result<u8> {
                             String::new()
                         } else {
                             format!("  [{}]", s.tags.join(","))
+                        },
+                        if s.future_dated {
+                            "  !future-dated: not used as latest nor by retention"
+                        } else {
+                            ""
                         }
                     );
                 }
@@ -503,7 +508,11 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Restore(a) => {
             let repo = open(g)?;
-            let (id, snap) = repo.find_snapshot(&a.snapshot, a.name.as_deref())?;
+            let (id, snap) = if a.snapshot == "latest" {
+                repo.find_latest(a.name.as_deref(), a.fallback)?
+            } else {
+                repo.find_snapshot(&a.snapshot, a.name.as_deref())?
+            };
             let mut opts = RestoreOptions::new(&a.target);
             opts.include = a.include.clone();
             opts.overwrite = a.overwrite;

@@ -259,6 +259,10 @@ struct RestoreArgs {
     /// alone.
     #[arg(long, conflicts_with_all = ["overwrite", "include"])]
     if_empty: bool,
+    /// With `latest`: when a snapshot object that may be the newest is damaged, restore the
+    /// newest readable snapshot instead of refusing (and say which one was restored).
+    #[arg(long)]
+    fallback: bool,
 }
 
 #[derive(Args, Debug)]

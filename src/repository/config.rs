@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::random_bytes;
 use crate::error::{Error, Result};
 
-/// Highest repository format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The repository format version this build reads and writes. Format 2 binds every envelope to
+/// its kind and name (docs/FORMAT.md §4); format-1 repositories are refused with a message that
+/// names the version.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// FastCDC parameters. Changing them changes every chunk boundary, so they are per repository.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Repository, object_id};
 use crate::backend::{Payload, PutMode};
+use crate::crypto::Kind;
 use crate::error::{Error, Result};
 use crate::id::Id;
 
@@ -68,18 +69,30 @@ pub struct PruneMark {
 }
 
 impl Repository {
+    /// Seals a writer record, bound to its own key (its name is chosen before it is written).
     fn put_sealed_json<T: Serialize>(&self, key: &str, value: &T, mode: PutMode) -> Result<()> {
-        let bytes = self
-            .key()
-            .data()
-            .seal(&serde_json::to_vec(value).expect("record serializes"));
+        let bytes = self.key().sealer(Kind::Writer).seal(
+            key.as_bytes(),
+            &serde_json::to_vec(value).expect("record serializes"),
+        );
         self.backend().put(key, Payload::Bytes(&bytes), mode)?;
         Ok(())
     }
 
-    fn get_sealed_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T> {
+    /// Reads a writer record (`Kind::Writer`, bound to its key) or a prune mark
+    /// (`Kind::PruneMark`, named by its hash, which is checked).
+    fn get_sealed_json<T: serde::de::DeserializeOwned>(&self, key: &str, kind: Kind) -> Result<T> {
         let bytes = self.get_object(key)?;
-        let plain = self.key().data().open(&bytes, &|| key.to_string())?;
+        let name: &[u8] = if kind == Kind::Writer {
+            key.as_bytes()
+        } else {
+            super::verify_object_id(key, &object_id(key, "prune/")?, &bytes)?;
+            b""
+        };
+        let plain = self
+            .key()
+            .sealer(kind)
+            .open(name, &bytes, &|| key.to_string())?;
         #[derive(Deserialize)]
         struct V {
             version: u32,
@@ -120,7 +133,7 @@ impl Repository {
         let listed = self.backend().list("writers/")?;
         let read = crate::parallel::map(listed, 8, |info| {
             let id = object_id(&info.key, "writers/").ok()?;
-            match self.get_sealed_json::<WriterRecord>(&info.key) {
+            match self.get_sealed_json::<WriterRecord>(&info.key, Kind::Writer) {
                 // Finished since the listing.
                 Err(Error::NotFound { .. }) => None,
                 r => Some((
@@ -138,7 +151,7 @@ impl Repository {
         let listed = self.backend().list("prune/")?;
         let read = crate::parallel::map(listed, 8, |info| -> Result<Option<(Id, PruneMark)>> {
             let id = object_id(&info.key, "prune/")?;
-            match self.get_sealed_json(&info.key) {
+            match self.get_sealed_json(&info.key, Kind::PruneMark) {
                 // Swept since the listing.
                 Err(Error::NotFound { .. }) => Ok(None),
                 r => Ok(Some((id, r?))),
@@ -165,8 +178,8 @@ impl Repository {
     pub fn save_prune_mark(&self, mark: &PruneMark) -> Result<Id> {
         let bytes = self
             .key()
-            .data()
-            .seal(&serde_json::to_vec(mark).expect("mark serializes"));
+            .sealer(Kind::PruneMark)
+            .seal(b"", &serde_json::to_vec(mark).expect("mark serializes"));
         let id = Id::of_bytes(&bytes);
         self.backend().put(
             &format!("prune/{id}"),

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::pack::{BlobType, PackEntry};
-use crate::crypto::MasterKey;
+use crate::crypto::{Kind, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::Id;
 
@@ -52,13 +52,15 @@ impl IndexFile {
                 p.extend_from_slice(&e.id.0);
             }
         }
-        key.data().seal(&p)
+        key.sealer(Kind::Index).seal(b"", &p)
     }
 
     /// Opens and parses a sealed index; every count is checked against the bytes present, so
     /// hostile input cannot make it allocate more than it was given.
     pub fn decode(key: &MasterKey, name: &str, sealed: &[u8]) -> Result<IndexFile> {
-        let p = key.data().open(sealed, &|| name.to_string())?;
+        let p = key
+            .sealer(Kind::Index)
+            .open(b"", sealed, &|| name.to_string())?;
         let mut r = Reader {
             buf: &p,
             pos: 0,
@@ -175,12 +177,16 @@ pub struct Index {
     packs: Vec<Id>,
     pack_pos: HashMap<Id, u32>,
     blobs: HashMap<Id, BlobLocation>,
+    /// Further copies of blobs stored in more than one pack (a re-upload after damage, a
+    /// repack in progress), in the order they were added. Readers fall back to them in turn.
+    more: HashMap<Id, Vec<BlobLocation>>,
     /// Packs named by a prune mark: readable until swept, never reused.
     marked: HashSet<Id>,
 }
 
 impl Index {
-    /// Adds a pack and its blobs; a blob already known keeps its first location.
+    /// Adds a pack and its blobs. A blob already known keeps its first location; a copy in
+    /// another pack is remembered as a fallback (the same pack listed twice adds nothing).
     pub fn add_pack(&mut self, pack: Id, entries: &[PackEntry]) {
         let pos = *self.pack_pos.entry(pack).or_insert_with(|| {
             self.packs.push(pack);
@@ -188,15 +194,37 @@ impl Index {
         });
         self.blobs.reserve(entries.len());
         for e in entries {
-            self.blobs.entry(e.id).or_insert(BlobLocation {
+            let loc = BlobLocation {
                 pack: pos,
                 kind: e.kind,
                 flags: e.flags,
                 offset: e.offset,
                 length: e.length,
                 raw_length: e.raw_length,
-            });
+            };
+            match self.blobs.entry(e.id) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(loc);
+                }
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    if o.get().pack != pos {
+                        let more = self.more.entry(e.id).or_default();
+                        if !more.iter().any(|l| l.pack == pos) {
+                            more.push(loc);
+                        }
+                    }
+                }
+            }
         }
+    }
+
+    /// Every known copy of a blob, the preferred one first. A reader that finds one damaged
+    /// tries the next.
+    pub fn locations(&self, id: &Id) -> impl Iterator<Item = &BlobLocation> {
+        self.blobs
+            .get(id)
+            .into_iter()
+            .chain(self.more.get(id).into_iter().flatten())
     }
 
     /// The index of `files` (live index objects), with `marked` packs added last and flagged.
@@ -226,14 +254,12 @@ impl Index {
         self.marked.contains(pack)
     }
 
-    /// Whether a backup may reference this blob without storing it again: it is indexed in a
-    /// pack no prune mark names.
+    /// Whether a backup may reference this blob without storing it again, as far as the index
+    /// knows: it is indexed in a pack no prune mark names. (The backup also checks that the pack
+    /// is intact: see `backup::vouch`.)
     pub fn reusable(&self, id: &Id) -> bool {
-        match self.blobs.get(id) {
-            None => false,
-            Some(_) if self.marked.is_empty() => true,
-            Some(loc) => !self.marked.contains(&self.packs[loc.pack as usize]),
-        }
+        self.locations(id)
+            .any(|loc| !self.marked.contains(&self.packs[loc.pack as usize]))
     }
 
     /// Where a blob is, if known.

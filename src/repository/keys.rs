@@ -7,11 +7,53 @@ use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{MasterKey, SealKey, random_bytes};
+use crate::crypto::{Kind, MasterKey, SealKey, random_bytes};
 use crate::error::{Error, Result};
 
-/// Highest key-object version this build reads.
-pub const KEY_VERSION: u32 = 1;
+/// The key-object version this build reads and writes (format 2: the wrapped secret's envelope is
+/// bound to the KDF parameters and salt; format-1 keys are not read).
+pub const KEY_VERSION: u32 = 2;
+
+/// Argon2id costs a key object may ask for. Anything outside is a damaged or hostile key and is
+/// skipped without running the KDF: a key object must not be able to make `open` allocate 4 GiB
+/// or spin for hours. 256 MiB and 16 passes is far above any sensible setting for a sidecar.
+pub const KDF_BOUNDS: KdfBounds = KdfBounds {
+    m_cost: (8, 256 * 1024),
+    t_cost: (1, 16),
+    p_cost: (1, 4),
+};
+
+/// Inclusive ranges of accepted Argon2id costs.
+pub struct KdfBounds {
+    /// Memory in KiB.
+    pub m_cost: (u32, u32),
+    /// Passes.
+    pub t_cost: (u32, u32),
+    /// Lanes.
+    pub p_cost: (u32, u32),
+}
+
+impl KdfParams {
+    /// Refuses costs outside [`KDF_BOUNDS`], naming the one that is out.
+    pub fn check_bounds(&self) -> std::result::Result<(), String> {
+        let b = &KDF_BOUNDS;
+        for (what, v, (lo, hi)) in [
+            ("memory (KiB)", self.m_cost, b.m_cost),
+            ("passes", self.t_cost, b.t_cost),
+            ("lanes", self.p_cost, b.p_cost),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(format!(
+                    "Argon2id {what} {v} is outside the accepted {lo}..={hi}"
+                ));
+            }
+        }
+        if self.m_cost < 8 * self.p_cost {
+            return Err("Argon2id memory must be at least 8 KiB per lane".into());
+        }
+        Ok(())
+    }
+}
 
 /// Argon2id cost parameters, stored in each key so they can be raised later without a migration.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -67,6 +109,7 @@ pub struct KeyFile {
 impl KeyFile {
     /// Wraps `master` under `password`.
     pub fn create(master: &MasterKey, password: &str, params: KdfParams) -> Result<KeyFile> {
+        params.check_bounds().map_err(Error::invalid)?;
         let salt: [u8; 16] = random_bytes();
         let wrap = derive(password, &salt, params)?;
         Ok(KeyFile {
@@ -80,7 +123,7 @@ impl KeyFile {
                 params,
                 salt: B64.encode(salt),
             },
-            master: B64.encode(wrap.seal(master.secret())),
+            master: B64.encode(wrap.seal(&binding(params, &salt), master.secret())),
         })
     }
 
@@ -99,8 +142,24 @@ impl KeyFile {
                 supported: KEY_VERSION,
             });
         }
-        serde_json::from_slice(bytes)
-            .map_err(|e| Error::corrupt(name, format!("not a key object: {e}")))
+        if v.version < KEY_VERSION {
+            return Err(Error::corrupt(
+                name,
+                format!(
+                    "a format-{} key object, which this lifeboat no longer reads",
+                    v.version
+                ),
+            ));
+        }
+        let k: KeyFile = serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt(name, format!("not a key object: {e}")))?;
+        if k.kind == "password" {
+            k.kdf
+                .params
+                .check_bounds()
+                .map_err(|e| Error::corrupt(name, e))?;
+        }
+        Ok(k)
     }
 
     /// Serialized form.
@@ -108,11 +167,16 @@ impl KeyFile {
         serde_json::to_vec_pretty(self).expect("key serializes")
     }
 
-    /// Unwraps the master key. `Ok(None)` means this key does not open with `password`.
+    /// Unwraps the master key. `Ok(None)` means this key does not open with `password`. Costs
+    /// outside [`KDF_BOUNDS`] are refused as damage before any work is done.
     pub fn open(&self, password: &str, name: &str) -> Result<Option<MasterKey>> {
         if self.kind != "password" || self.kdf.algorithm != "argon2id" {
             return Ok(None);
         }
+        self.kdf
+            .params
+            .check_bounds()
+            .map_err(|e| Error::corrupt(name, e))?;
         let salt = B64
             .decode(&self.kdf.salt)
             .map_err(|_| Error::corrupt(name, "salt is not base64"))?;
@@ -120,7 +184,11 @@ impl KeyFile {
             .decode(&self.master)
             .map_err(|_| Error::corrupt(name, "wrapped key is not base64"))?;
         let wrap = derive(password, &salt, self.kdf.params)?;
-        match wrap.open(&wrapped, &|| name.to_string()) {
+        match wrap.open(
+            &binding(self.kdf.params, &salt),
+            &wrapped,
+            &|| name.to_string(),
+        ) {
             Ok(secret) if secret.len() == 32 => {
                 let mut s = [0u8; 32];
                 s.copy_from_slice(&secret);
@@ -132,6 +200,19 @@ impl KeyFile {
     }
 }
 
+/// The name the wrapped secret is bound to: the KDF parameters and salt, so that a key object
+/// whose costs were edited (to make guessing cheaper, say) no longer opens.
+fn binding(p: KdfParams, salt: &[u8]) -> Vec<u8> {
+    format!(
+        "argon2id m={} t={} p={} salt={}",
+        p.m_cost,
+        p.t_cost,
+        p.p_cost,
+        hex::encode(salt)
+    )
+    .into_bytes()
+}
+
 fn derive(password: &str, salt: &[u8], p: KdfParams) -> Result<SealKey> {
     let params = argon2::Params::new(p.m_cost, p.t_cost, p.p_cost, Some(32))
         .map_err(|e| Error::invalid(format!("bad Argon2id parameters {p:?}: {e}")))?;
@@ -140,7 +221,7 @@ fn derive(password: &str, salt: &[u8], p: KdfParams) -> Result<SealKey> {
     argon
         .hash_password_into(password.as_bytes(), salt, &mut out)
         .map_err(|e| Error::invalid(format!("cannot derive a key from the password: {e}")))?;
-    Ok(SealKey::new(&out))
+    Ok(SealKey::new(&out, Kind::Key))
 }
 
 #[cfg(test)]
@@ -161,6 +242,30 @@ mod tests {
         let opened = parsed.open("secret", "keys/x").unwrap().unwrap();
         assert_eq!(opened.secret(), m.secret());
         assert!(parsed.open("Secret", "keys/x").unwrap().is_none());
+    }
+
+    #[test]
+    fn costs_out_of_bounds_are_damage_and_cost_nothing() {
+        let m = MasterKey::generate();
+        let k = KeyFile::create(&m, "pw", FAST).unwrap();
+        let text = String::from_utf8(k.to_bytes()).unwrap();
+        let huge = text.replace("\"m_cost\": 64", "\"m_cost\": 4194304");
+        assert_ne!(huge, text);
+        let err = KeyFile::parse(huge.as_bytes(), "keys/x").unwrap_err();
+        assert!(err.to_string().contains("outside"), "{err}");
+        let slow = text.replace("\"t_cost\": 1", "\"t_cost\": 1000000000");
+        assert!(KeyFile::parse(slow.as_bytes(), "keys/x").is_err());
+        assert!(KeyFile::create(&m, "pw", KdfParams { m_cost: 1 << 30, ..FAST }).is_err());
+    }
+
+    #[test]
+    fn edited_costs_do_not_open() {
+        let m = MasterKey::generate();
+        let k = KeyFile::create(&m, "pw", FAST).unwrap();
+        let text = String::from_utf8(k.to_bytes()).unwrap();
+        let edited = text.replace("\"m_cost\": 64", "\"m_cost\": 65");
+        let parsed = KeyFile::parse(edited.as_bytes(), "keys/x").unwrap();
+        assert!(parsed.open("pw", "keys/x").unwrap().is_none());
     }
 
     #[test]

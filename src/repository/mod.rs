@@ -6,6 +6,7 @@ pub mod cache;
 pub mod config;
 pub mod gc;
 pub mod index;
+pub mod keyring;
 pub mod keys;
 pub mod limits;
 pub mod pack;
@@ -16,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::backend::{Backend, Counting, Payload, PutMode, PutOutcome, RequestStats};
-use crate::crypto::MasterKey;
+use crate::crypto::{ENVELOPE_V1, Kind, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::Id;
 
@@ -125,9 +126,12 @@ impl Repository {
         let key_file = KeyFile::create(&key, password, opts.kdf)?.to_bytes();
         let key_name = format!("keys/{}", Id::of_bytes(&key_file));
         backend.put(&key_name, Payload::Bytes(&key_file), PutMode::IfAbsent)?;
-        let sealed = key
-            .data()
-            .seal(&serde_json::to_vec(&cfg).expect("config serializes"));
+        let sealed = key.sealer(Kind::Config).seal(
+            b"config",
+            &serde_json::to_vec(&cfg).expect("config serializes"),
+        );
+        // The copy first, `config` last: `config` is what makes the location a repository.
+        backend.put(CONFIG_COPY, Payload::Bytes(&sealed), PutMode::Overwrite)?;
         if backend.put("config", Payload::Bytes(&sealed), PutMode::IfAbsent)?
             == PutOutcome::AlreadyExists
         {
@@ -144,21 +148,40 @@ impl Repository {
     }
 
     /// Opens an existing repository with a password.
+    ///
+    /// The config is stored twice (`config`, and its copy `config.1`); either one that
+    /// authenticates opens the repository, so one lost or damaged object does not end it. Key
+    /// objects whose bytes do not hash to their name, that do not parse, or whose KDF costs are
+    /// out of bounds are skipped with a warning naming them (`check` reports them), so one bad key
+    /// cannot block the others. When a key opens with the password but neither config copy
+    /// authenticates under it, the config is reported as damaged, not the password as wrong.
     pub fn open(backend: Box<dyn Backend>, password: &str) -> Result<Self> {
         let backend = Counting::new(backend);
-        let sealed_config = match backend.get("config", limits::MAX_CONFIG) {
-            Ok(c) => c,
-            Err(Error::NotFound { .. }) => {
-                return Err(Error::NoRepository {
-                    location: backend.location(),
-                });
+        let mut configs = Vec::new();
+        for name in ["config", CONFIG_COPY] {
+            match backend.get(name, limits::MAX_CONFIG) {
+                Ok(c) => configs.push((name, c)),
+                Err(Error::NotFound { .. }) => {}
+                Err(e @ Error::Corrupt { .. }) => tracing::warn!("{e}"),
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
-        };
+        }
+        if configs.is_empty() {
+            return Err(Error::NoRepository {
+                location: backend.location(),
+            });
+        }
+        if let Some((name, _)) = configs.iter().find(|(_, c)| c.first() == Some(&ENVELOPE_V1)) {
+            return Err(Error::OlderFormat {
+                object: name.to_string(),
+                found: 1,
+                supported: FORMAT_VERSION,
+            });
+        }
         let keys = backend.list("keys/")?;
+        let mut opened_but_config_bad = None;
         for info in &keys {
-            let bytes = backend.get(&info.key, limits::MAX_KEY)?;
-            let key_file = match KeyFile::parse(&bytes, &info.key) {
+            let key_file = match read_key_object(&backend, &info.key) {
                 Ok(k) => k,
                 Err(e @ Error::NewerFormat { .. }) => return Err(e),
                 Err(e) => {
@@ -166,21 +189,44 @@ impl Repository {
                     continue;
                 }
             };
-            let Some(key) = key_file.open(password, &info.key)? else {
-                continue;
+            let key = match key_file.open(password, &info.key) {
+                Ok(Some(k)) => k,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!("skipping {}: {e}", info.key);
+                    continue;
+                }
             };
             // A key left by an interrupted init may open but not match this config: try the next.
-            let Ok(plain) = key.data().open(&sealed_config, &|| "config".into()) else {
-                continue;
-            };
-            let cfg = parse_config(&plain)?;
-            return Ok(Repository {
-                backend,
-                key,
-                config: cfg,
-                key_name: info.key.clone(),
-                cache: None,
-            });
+            let mut last_err = None;
+            for (name, sealed) in &configs {
+                let opened = key
+                    .sealer(Kind::Config)
+                    .open(b"config", sealed, &|| name.to_string())
+                    .and_then(|plain| parse_config(&plain));
+                match opened {
+                    Ok(cfg) => {
+                        return Ok(Repository {
+                            backend,
+                            key,
+                            config: cfg,
+                            key_name: info.key.clone(),
+                            cache: None,
+                        });
+                    }
+                    Err(e @ Error::NewerFormat { .. }) => return Err(e),
+                    Err(e) => last_err = Some(e),
+                }
+            }
+            opened_but_config_bad = last_err.map(|e| (info.key.clone(), e));
+        }
+        if let Some((key, e)) = opened_but_config_bad {
+            return Err(Error::corrupt(
+                "config",
+                format!(
+                    "{key} opens with this password, but no copy of the config authenticates under it ({e}); if another key object holds the same password, remove the stray key; otherwise the config and its copy {CONFIG_COPY} are both damaged"
+                ),
+            ));
         }
         Err(Error::WrongPassword { keys: keys.len() })
     }
@@ -259,17 +305,32 @@ impl Repository {
     /// Reads every live index object (those no other index supersedes). An object that vanishes
     /// between the listing and the read was superseded by a concurrent prune or repair, whose
     /// new object the listing may have missed: the listing is then repeated.
+    ///
+    /// Strict: a damaged index object that nothing supersedes is an error. Prune and repair use
+    /// this, because a pack whose index object was skipped would look unused to them.
     pub fn index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        self.index_files_mode(true)
+    }
+
+    /// Like [`Repository::index_files`], but a damaged or forged index object is skipped with a
+    /// warning naming it, so one junk object under `index/` cannot stop every restore and backup.
+    /// What it listed is still found: backups adopt its packs again after verifying them, and
+    /// `check` reports the object.
+    pub fn index_files_lenient(&self) -> Result<Vec<(Id, IndexFile)>> {
+        self.index_files_mode(false)
+    }
+
+    fn index_files_mode(&self, strict: bool) -> Result<Vec<(Id, IndexFile)>> {
         let mut attempt = 0;
         loop {
-            match self.index_files_once() {
+            match self.index_files_once(strict) {
                 Err(Error::NotFound { .. }) if attempt < 5 => attempt += 1,
                 r => return r,
             }
         }
     }
 
-    fn index_files_once(&self) -> Result<Vec<(Id, IndexFile)>> {
+    fn index_files_once(&self, strict: bool) -> Result<Vec<(Id, IndexFile)>> {
         let listed = self.backend.list("index/")?;
         self.cache_retain("index/", &listed);
         let read = crate::parallel::map(listed, 8, |info| {
@@ -295,7 +356,9 @@ impl Repository {
                 // A damaged object that a repaired index replaces no longer matters.
                 (Some(id), Err(_)) if superseded.contains(&id) => {}
                 (_, Err(e @ Error::NotFound { .. })) => return Err(e),
-                (_, Err(e)) => return Err(e),
+                (_, Err(e @ Error::NewerFormat { .. })) => return Err(e),
+                (_, Err(e)) if strict => return Err(e),
+                (_, Err(e)) => tracing::warn!("ignoring {e}"),
                 (None, Ok(_)) => {}
             }
         }
@@ -453,7 +516,7 @@ impl Repository {
     /// last and are flagged, so readers prefer a copy that will stay and backups reuse none.
     pub fn load_index(&self) -> Result<Index> {
         let marked = self.marked_packs()?;
-        Ok(Index::from_files(&self.index_files()?, marked))
+        Ok(Index::from_files(&self.index_files_lenient()?, marked))
     }
 
     /// Stores an index object under the hash of its bytes.
@@ -465,8 +528,8 @@ impl Repository {
     pub fn save_snapshot(&self, s: &Snapshot) -> Result<Id> {
         let bytes = self
             .key
-            .data()
-            .seal(&serde_json::to_vec(s).expect("snapshot serializes"));
+            .sealer(Kind::Snapshot)
+            .seal(b"", &serde_json::to_vec(s).expect("snapshot serializes"));
         self.put_immutable("snapshots", &bytes)
     }
 
@@ -493,7 +556,10 @@ impl Repository {
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
         let key = format!("snapshots/{id}");
         let bytes = self.get_immutable(&key, id)?;
-        let plain = self.key.data().open(&bytes, &|| key.clone())?;
+        let plain = self
+            .key
+            .sealer(Kind::Snapshot)
+            .open(b"", &bytes, &|| key.clone())?;
         parse_snapshot(&plain, &key)
     }
 
@@ -510,40 +576,125 @@ impl Repository {
     }
 
     fn load_snapshots(&self, strict: bool) -> Result<Vec<(Id, Snapshot)>> {
+        let (good, damaged) = self.snapshots_with_damage()?;
+        if let Some((_, e, _)) = damaged.into_iter().next() {
+            if strict {
+                return Err(e);
+            }
+        }
+        Ok(good)
+    }
+
+    /// Every readable snapshot (oldest first, future-dated ones flagged) and every snapshot
+    /// object that could not be read, with the error and the store's write time. Damaged objects
+    /// are logged as warnings here, once.
+    #[allow(clippy::type_complexity)]
+    pub fn snapshots_with_damage(
+        &self,
+    ) -> Result<(
+        Vec<(Id, Snapshot)>,
+        Vec<(String, Error, Option<chrono::DateTime<chrono::Utc>>)>,
+    )> {
         let listed = self.backend.list("snapshots/")?;
         self.cache_retain("snapshots/", &listed);
-        let mut out = Vec::new();
-        let loaded = crate::parallel::map(listed, 8, |info| -> Result<(Id, Snapshot)> {
-            let id = object_id(&info.key, "snapshots/")?;
-            Ok((id, self.load_snapshot(&id)?))
+        let now = chrono::Utc::now();
+        let loaded = crate::parallel::map(listed, 8, |info| {
+            let stored = info.modified.map(chrono::DateTime::<chrono::Utc>::from);
+            let r = object_id(&info.key, "snapshots/").and_then(|id| {
+                let mut s = self.load_snapshot(&id)?;
+                let reference = stored.map_or(now, |t| t.min(now));
+                s.future_dated = s.time > reference + snapshot::FUTURE_TOLERANCE;
+                s.stored_at = stored;
+                Ok((id, s))
+            });
+            (info.key, stored, r)
         });
-        for r in loaded {
+        let mut good = Vec::new();
+        let mut damaged = Vec::new();
+        for (key, stored, r) in loaded {
             match r {
-                Ok(s) => out.push(s),
+                Ok(s) => {
+                    if s.1.future_dated {
+                        tracing::warn!(
+                            "{key}: dated {} but stored at {}: more than {} minutes in the future, so it is not used as the latest snapshot nor by retention",
+                            s.1.time,
+                            stored.map_or("an unknown time".into(), |t| t.to_string()),
+                            snapshot::FUTURE_TOLERANCE.num_minutes()
+                        );
+                    }
+                    good.push(s);
+                }
                 // Forgotten since the listing.
                 Err(Error::NotFound { .. }) => {}
                 Err(e @ Error::NewerFormat { .. }) => return Err(e),
-                Err(e) if strict => return Err(e),
-                Err(e) => tracing::warn!("{e}"),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    damaged.push((key, e, stored));
+                }
             }
         }
-        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok(out)
+        good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok((good, damaged))
+    }
+
+    /// The newest snapshot of a volume (or of any volume) that is safe to call "latest": not
+    /// future-dated, and no damaged snapshot object was stored at or after it (a damaged object
+    /// might be the real newest snapshot, so restoring the one before would silently lose data).
+    /// With `fallback`, damage is only warned about and the newest readable snapshot is chosen;
+    /// the caller says which one it restored.
+    pub fn find_latest(&self, name: Option<&str>, fallback: bool) -> Result<(Id, Snapshot)> {
+        self.latest(name, fallback)?.ok_or_else(|| match name {
+            Some(n) => Error::invalid(format!("no snapshot for volume name {n:?} yet")),
+            None => Error::invalid("the repository has no snapshots yet"),
+        })
+    }
+
+    /// Like [`Repository::find_latest`], with `None` when there is no snapshot (and no damaged
+    /// object that might be one): the restore gate's "first deployment".
+    pub fn latest(&self, name: Option<&str>, fallback: bool) -> Result<Option<(Id, Snapshot)>> {
+        let (good, damaged) = self.snapshots_with_damage()?;
+        let latest = good
+            .into_iter()
+            .rev()
+            .find(|(_, s)| !s.future_dated && name.is_none_or(|n| s.name == n));
+        let newer_damage = damaged.iter().find(|(_, _, stored)| {
+            match (stored, latest.as_ref().and_then(|(_, s)| s.stored_at)) {
+                (Some(d), Some(l)) => *d >= l,
+                _ => true,
+            }
+        });
+        if let Some((key, e, _)) = newer_damage
+            && !fallback
+        {
+            let instead = latest
+                .as_ref()
+                .map(|(id, _)| format!(" ({})", id.short()))
+                .unwrap_or_default();
+            return Err(Error::corrupt(
+                key.clone(),
+                format!(
+                    "{e}; it may be the newest snapshot, so `latest` is refused rather than silently taking an older one: run `lifeboat check` and `lifeboat repair snapshots`, or pass --fallback to use the newest readable snapshot{instead}"
+                ),
+            ));
+        }
+        if let Some((key, _, _)) = newer_damage {
+            match &latest {
+                Some((id, _)) => tracing::warn!(
+                    "--fallback: {key} is damaged; using the newest readable snapshot {}",
+                    id.short()
+                ),
+                None => tracing::warn!("--fallback: {key} is damaged and no readable snapshot is left"),
+            }
+        }
+        Ok(latest)
     }
 
     /// Resolves `latest` (optionally for one volume name) or a unique id prefix.
     pub fn find_snapshot(&self, spec: &str, name: Option<&str>) -> Result<(Id, Snapshot)> {
-        let all = self.snapshots()?;
         if spec == "latest" {
-            return all
-                .into_iter()
-                .rev()
-                .find(|(_, s)| name.is_none_or(|n| s.name == n))
-                .ok_or_else(|| match name {
-                    Some(n) => Error::invalid(format!("no snapshot for volume name {n:?} yet")),
-                    None => Error::invalid("the repository has no snapshots yet"),
-                });
+            return self.find_latest(name, false);
         }
+        let all = self.snapshots()?;
         if spec.len() < 4 || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(Error::invalid(format!(
                 "{spec:?} is not a snapshot id: give `latest` or at least 4 hex digits of an id from `lifeboat snapshots`"
@@ -566,7 +717,10 @@ impl Repository {
     /// Decrypts, decompresses and verifies one blob read from its pack.
     pub fn open_blob(&self, pack: &Id, e: &PackEntry, sealed: &[u8]) -> Result<Vec<u8>> {
         let what = || format!("blob {} in pack {}", e.id.short(), pack.short());
-        let plain = self.key.data().open(sealed, &what)?;
+        let plain = self
+            .key
+            .sealer(e.kind.seal_kind())
+            .open(&e.id.0, sealed, &what)?;
         let data = if e.compressed() {
             thread_local! {
                 // One decompression context per thread: creating one per blob showed up in
@@ -603,16 +757,30 @@ impl Repository {
         Ok(data)
     }
 
-    /// Reads one blob with a ranged read.
+    /// Reads one blob with a ranged read. When the index knows more than one copy, a copy that
+    /// fails to read or verify is skipped (with a warning) and the next is tried; the error of
+    /// the first copy is returned only when none reads.
     pub fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
-        let loc = index
-            .get(id)
-            .ok_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in any index"))?;
-        let pack = index.pack_id(loc.pack);
-        let sealed =
-            self.backend
-                .get_range(&pack::pack_key(&pack), loc.offset as u64, loc.length as u64)?;
-        self.open_blob(&pack, &loc.entry(*id), &sealed)
+        let mut first_err = None;
+        for loc in index.locations(id) {
+            let pack = index.pack_id(loc.pack);
+            let r = self
+                .backend
+                .get_range(&pack::pack_key(&pack), loc.offset as u64, loc.length as u64)
+                .and_then(|sealed| self.open_blob(&pack, &loc.entry(*id), &sealed));
+            match r {
+                Ok(data) => return Ok(data),
+                Err(e) => {
+                    if index.locations(id).nth(1).is_some() {
+                        tracing::warn!("{e}; trying another copy");
+                    }
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_err.unwrap_or_else(|| {
+            Error::corrupt(format!("blob {}", id.short()), "not in any index")
+        }))
     }
 
     /// Reads and parses a pack's header with one ranged read of its tail (two for huge headers).
@@ -629,69 +797,21 @@ impl Repository {
         pack::decode_header(&self.key, &key, &sealed, size)
     }
 
-    /// Adds a key for `password`.
-    pub fn add_key(&self, password: &str, kdf: KdfParams) -> Result<String> {
-        check_password(password)?;
-        let bytes = KeyFile::create(&self.key, password, kdf)?.to_bytes();
-        let id = Id::of_bytes(&bytes);
-        self.backend.put(
-            &format!("keys/{id}"),
-            Payload::Bytes(&bytes),
-            PutMode::IfAbsent,
-        )?;
-        Ok(id.to_hex())
-    }
-
-    /// Lists key objects.
-    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
-        let mut out = Vec::new();
-        for info in self.backend.list("keys/")? {
-            let k = KeyFile::parse(&self.backend.get(&info.key, limits::MAX_KEY)?, &info.key)?;
-            out.push(KeyInfo {
-                id: info.key.trim_start_matches("keys/").to_string(),
-                current: info.key == self.key_name,
-                username: k.username,
-                hostname: k.hostname,
-                created: k.created,
-            });
-        }
-        out.sort_by_key(|k| k.created);
-        Ok(out)
-    }
-
-    /// Removes a key by id prefix. Refuses to remove the key in use (so the last key cannot go).
-    pub fn remove_key(&self, prefix: &str) -> Result<String> {
-        let keys = self.list_keys()?;
-        let hits: Vec<_> = keys.iter().filter(|k| k.id.starts_with(prefix)).collect();
-        let k = match hits.as_slice() {
-            [k] => *k,
-            [] => return Err(Error::invalid(format!("no key with id {prefix}"))),
-            _ => {
-                return Err(Error::invalid(format!(
-                    "several keys start with {prefix}: give more digits"
-                )));
-            }
-        };
-        if k.current {
-            return Err(Error::invalid(
-                "refusing to remove the key this session opened the repository with; open with another key first",
-            ));
-        }
-        self.backend.delete(&format!("keys/{}", k.id))?;
-        Ok(k.id.clone())
-    }
-
-    /// Replaces the current key with one for `new_password`.
-    pub fn change_password(&self, new_password: &str, kdf: KdfParams) -> Result<String> {
-        let id = self.add_key(new_password, kdf)?;
-        self.backend.delete(&self.key_name)?;
-        Ok(id)
-    }
-
     /// The id of the key that opened the repository.
     pub fn current_key(&self) -> &str {
         self.key_name.trim_start_matches("keys/")
     }
+}
+
+/// The second copy of the config, written before `config` by `init`.
+pub const CONFIG_COPY: &str = "config.1";
+
+/// Reads and parses a key object, checking that its bytes hash to its name: a key object is
+/// trusted only under the name its own contents give it.
+fn read_key_object(backend: &dyn Backend, key: &str) -> Result<KeyFile> {
+    let bytes = backend.get(key, limits::MAX_KEY)?;
+    verify_object_id(key, &object_id(key, "keys/")?, &bytes)?;
+    KeyFile::parse(&bytes, key)
 }
 
 fn check_password(password: &str) -> Result<()> {
@@ -712,6 +832,13 @@ fn parse_config(plain: &[u8]) -> Result<Config> {
         .map_err(|e| Error::corrupt("config", format!("bad JSON: {e}")))?;
     if v.version > FORMAT_VERSION {
         return Err(Error::NewerFormat {
+            object: "config".into(),
+            found: v.version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if v.version < FORMAT_VERSION {
+        return Err(Error::OlderFormat {
             object: "config".into(),
             found: v.version,
             supported: FORMAT_VERSION,
@@ -781,12 +908,23 @@ impl<'a> TreeLoader<'a> {
         }
     }
 
-    /// Loads and parses one tree.
+    /// Loads and parses one tree, falling back to another copy when the first is damaged.
     pub fn load(&self, id: &Id) -> Result<Tree> {
-        let loc = *self
-            .index
-            .get(id)
-            .ok_or_else(|| Error::corrupt(format!("tree {}", id.short()), "not in any index"))?;
+        let mut first_err = None;
+        for loc in self.index.locations(id) {
+            match self.load_from(id, loc) {
+                Ok(t) => return Ok(t),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_err.unwrap_or_else(|| {
+            Error::corrupt(format!("tree {}", id.short()), "not in any index")
+        }))
+    }
+
+    fn load_from(&self, id: &Id, loc: &index::BlobLocation) -> Result<Tree> {
         if loc.kind != BlobType::Tree {
             return Err(Error::corrupt(
                 format!("tree {}", id.short()),

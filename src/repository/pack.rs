@@ -7,7 +7,7 @@
 //! `u8 type || u8 flags || u32le length || u32le raw_length || id[32]` (42 bytes); blob offsets are
 //! the running sum of lengths from 0.
 
-use crate::crypto::{ENVELOPE_OVERHEAD, MasterKey};
+use crate::crypto::{ENVELOPE_OVERHEAD, Kind, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::Id;
 
@@ -34,6 +34,14 @@ impl BlobType {
         match self {
             BlobType::Data => 0,
             BlobType::Tree => 1,
+        }
+    }
+    /// The envelope kind of a blob of this type: data and tree blobs have separate subkeys, so a
+    /// data blob cannot be read as a directory listing.
+    pub fn seal_kind(self) -> Kind {
+        match self {
+            BlobType::Data => Kind::DataBlob,
+            BlobType::Tree => Kind::TreeBlob,
         }
     }
     /// Parses the stored byte.
@@ -83,7 +91,7 @@ pub fn encode_header(key: &MasterKey, entries: &[PackEntry]) -> Vec<u8> {
         plain.extend_from_slice(&e.raw_length.to_le_bytes());
         plain.extend_from_slice(&e.id.0);
     }
-    let mut out = key.data().seal(&plain);
+    let mut out = key.sealer(Kind::PackHeader).seal(b"", &plain);
     let len = out.len() as u32;
     out.extend_from_slice(&len.to_le_bytes());
     out
@@ -116,8 +124,8 @@ pub fn decode_header(
     pack_size: u64,
 ) -> Result<Vec<PackEntry>> {
     let plain = key
-        .data()
-        .open(sealed, &|| format!("{name} (pack header)"))?;
+        .sealer(Kind::PackHeader)
+        .open(b"", sealed, &|| format!("{name} (pack header)"))?;
     if plain.len() < 9 || &plain[..4] != HEADER_MAGIC {
         return Err(Error::corrupt(name, "pack header has no LBPH magic"));
     }

@@ -43,7 +43,21 @@ pub struct Snapshot {
     pub program_version: String,
     /// What the backup did.
     pub summary: Summary,
+    /// Set when loaded, never stored: the snapshot's `time` is more than [`FUTURE_TOLERANCE`]
+    /// ahead of when the store says its object was written (or of this machine's clock when the
+    /// store gives no time). Such a snapshot is listed with a flag but never becomes `latest` and
+    /// is neither kept nor removed by retention rules, so a wrong clock cannot pin "latest" or
+    /// push honest snapshots out of `--keep-last`.
+    #[serde(skip_deserializing, default, skip_serializing_if = "std::ops::Not::not")]
+    pub future_dated: bool,
+    /// Set when loaded, never stored: when the store says the object was written.
+    #[serde(skip)]
+    pub stored_at: Option<DateTime<Utc>>,
 }
+
+/// How far a snapshot's own time may run ahead of the store's write time. SigV4 already refuses
+/// requests from a clock more than 15 minutes off, so an honest writer to S3 never exceeds it.
+pub const FUTURE_TOLERANCE: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
 
 /// Statistics of one backup.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
