@@ -83,7 +83,10 @@ fn main() {
 
     let t = Instant::now();
     for c in &compressed {
-        std::hint::black_box(key.sealer(lifeboat::crypto::Kind::DataBlob).seal(&[0; 32], c));
+        std::hint::black_box(
+            key.sealer(lifeboat::crypto::Kind::DataBlob)
+                .seal(&[0; 32], c),
+        );
     }
     let seal = t.elapsed().as_secs_f64();
 

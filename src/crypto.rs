@@ -274,11 +274,24 @@ mod tests {
     #[test]
     fn an_envelope_does_not_open_as_another_kind_or_name() {
         let k = MasterKey::generate();
-        let env = k.sealer(Kind::DataBlob).seal(b"id-1", b"LBIX looks like an index");
-        assert!(k.sealer(Kind::DataBlob).open(b"id-1", &env, &|| "b".into()).is_ok());
-        assert!(k.sealer(Kind::DataBlob).open(b"id-2", &env, &|| "b".into()).is_err());
+        let env = k
+            .sealer(Kind::DataBlob)
+            .seal(b"id-1", b"LBIX looks like an index");
+        assert!(
+            k.sealer(Kind::DataBlob)
+                .open(b"id-1", &env, &|| "b".into())
+                .is_ok()
+        );
+        assert!(
+            k.sealer(Kind::DataBlob)
+                .open(b"id-2", &env, &|| "b".into())
+                .is_err()
+        );
         for kind in Kind::ALL.into_iter().filter(|k| *k != Kind::DataBlob) {
-            let err = k.sealer(kind).open(b"id-1", &env, &|| "b".into()).unwrap_err();
+            let err = k
+                .sealer(kind)
+                .open(b"id-1", &env, &|| "b".into())
+                .unwrap_err();
             assert!(err.to_string().contains(kind.label()), "{err}");
         }
     }
@@ -288,7 +301,9 @@ mod tests {
         let k = MasterKey::generate();
         let mut env = k.sealer(Kind::Config).seal(b"config", b"{}");
         env[0] = ENVELOPE_V1;
-        let err = k.sealer(Kind::Config).open(b"config", &env, &|| "config".into());
+        let err = k
+            .sealer(Kind::Config)
+            .open(b"config", &env, &|| "config".into());
         assert!(err.unwrap_err().to_string().contains("format 1"));
     }
 

@@ -73,7 +73,10 @@ fn repository_of_format_1_is_refused_by_name() {
     let out = lifeboat(&repo_dir).arg("snapshots").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("repository format 1") && err.contains("format 2"), "{err}");
+    assert!(
+        err.contains("repository format 1") && err.contains("format 2"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 

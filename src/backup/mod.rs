@@ -11,6 +11,7 @@
 
 mod heartbeat;
 mod packer;
+mod vouch;
 mod walk;
 
 use std::collections::{BTreeMap, HashSet};
@@ -115,7 +116,7 @@ pub struct BackupOutcome {
 /// State shared by the pipeline's threads.
 pub(crate) struct Shared<'a> {
     repo: &'a Repository,
-    index: &'a Index,
+    vouch: &'a vouch::Vouch<'a>,
     claimed: Mutex<HashSet<Id>>,
     abort: AtomicBool,
     error: Mutex<Option<Error>>,
@@ -129,9 +130,10 @@ pub(crate) struct Shared<'a> {
 }
 
 impl Shared<'_> {
-    /// True exactly once per blob id across all threads, and never for blobs already indexed.
+    /// True exactly once per blob id across all threads, and never for blobs the repository
+    /// already holds in a pack this run can vouch for ([`vouch::Vouch`]).
     fn claim(&self, id: &Id) -> bool {
-        !self.index.reusable(id) && self.claimed.lock().expect("claimed").insert(*id)
+        !self.vouch.reusable(id) && self.claimed.lock().expect("claimed").insert(*id)
     }
 
     fn aborted(&self) -> bool {
@@ -201,12 +203,15 @@ fn run(
     };
 
     let mut index = repo.load_index()?;
-    let adopted = adopt_orphan_packs(repo, &mut index)?;
+    let listing = repo.backend().list("data/")?;
+    repo.cache_retain("data/", &listing);
+    let adopted = adopt_orphan_packs(repo, &mut index, &listing);
     let parent = find_parent(repo, &index, opts)?;
+    let vouch = vouch::Vouch::new(repo, &index, &listing);
 
     let shared = Shared {
         repo,
-        index: &index,
+        vouch: &vouch,
         claimed: Mutex::new(HashSet::new()),
         abort: AtomicBool::new(false),
         error: Mutex::new(None),
@@ -340,6 +345,18 @@ fn run(
     let root_id = root_id.ok_or(Error::Interrupted)?;
     let new_packs: Vec<(Id, Vec<PackEntry>)> = done_rx.iter().collect();
     let packs_written = new_packs.len() as u64;
+    if vouch.rejected() > 0 {
+        tracing::warn!(
+            "{} damaged or missing pack(s) found; this snapshot does not use them, but older snapshots may: run `lifeboat check --read-data`, then `lifeboat repair index --read-data` and `lifeboat repair snapshots`",
+            vouch.rejected()
+        );
+    }
+    let live: HashSet<Id> = listing
+        .iter()
+        .filter_map(|o| crate::repository::object_id(&o.key, "data/").ok())
+        .chain(new_packs.iter().map(|(id, _)| *id))
+        .collect();
+    repo.ledger().save(Some(&live));
 
     // Still alive in every prune's eyes? Then no sweep can have removed what this backup reuses.
     hb.confirm()?;
@@ -495,12 +512,17 @@ fn find_parent(
     }
 }
 
-/// Finds packs that no index lists (left by an interrupted backup), reads their headers and adds
-/// them to `index`; returns them so this backup's index lists them too.
-fn adopt_orphan_packs(repo: &Repository, index: &mut Index) -> Result<Vec<(Id, Vec<PackEntry>)>> {
+/// Finds packs that no index lists (left by an interrupted backup), and adopts those that hash to
+/// their name: each is downloaded whole (orphans are few: the packs of one interrupted run), its
+/// header read from the verified bytes, and its blobs added to `index`. Returns them so this
+/// backup's index lists them too. A pack that does not hash to its name (a copy stored under
+/// another name, a damaged upload) is reported and never adopted.
+fn adopt_orphan_packs(
+    repo: &Repository,
+    index: &mut Index,
+    listed: &[crate::backend::ObjectInfo],
+) -> Vec<(Id, Vec<PackEntry>)> {
     let mut out = Vec::new();
-    let listed = repo.backend().list("data/")?;
-    repo.cache_retain("data/", &listed);
     for info in listed {
         let Ok(id) = crate::repository::object_id(&info.key, "data/") else {
             continue;
@@ -508,7 +530,10 @@ fn adopt_orphan_packs(repo: &Repository, index: &mut Index) -> Result<Vec<(Id, V
         if index.has_pack(&id) || index.is_marked(&id) {
             continue;
         }
-        match repo.read_pack_header(&id, info.size) {
+        let header = repo
+            .verify_pack(&id, Some(info))
+            .and_then(|bytes| pack::parse_pack(repo.key(), &info.key, &bytes));
+        match header {
             Ok(entries) => {
                 tracing::info!("adopting pack {} left by an interrupted backup", id.short());
                 index.add_pack(id, &entries);
@@ -517,7 +542,7 @@ fn adopt_orphan_packs(repo: &Repository, index: &mut Index) -> Result<Vec<(Id, V
             Err(e) => tracing::warn!("ignoring unindexed pack {}: {e}", id.short()),
         }
     }
-    Ok(out)
+    out
 }
 
 fn read_stage(
@@ -696,8 +721,14 @@ pub(crate) fn upload_pack(repo: &Repository, p: &FinishedPack) -> Result<()> {
         // The next backup walks these trees as its parent: keep them local.
         repo.cache_file(&key, &p.file);
     }
-    repo.backend()
-        .put(&key, Payload::File(&p.file), PutMode::Overwrite)?;
+    let size = std::fs::metadata(&p.file)
+        .ctx(|| format!("{}: staged pack", p.file.display()))?
+        .len();
+    let (_, version) =
+        repo.backend()
+            .put_versioned(&key, Payload::File(&p.file), PutMode::Overwrite)?;
+    // Written from bytes this process sealed and hashed: verified by construction.
+    repo.ledger().record(p.id, size, version);
     Ok(())
 }
 

@@ -166,7 +166,7 @@ impl Walker<'_> {
             && p.mtime_ns == n.mtime_ns
             && p.ctime_ns == n.ctime_ns
             && p.inode == n.inode
-            && p.content.iter().all(|id| self.shared.index.reusable(id))
+            && p.content.iter().all(|id| self.shared.vouch.reusable(id))
     }
 
     fn job(&mut self, path: &Path, node: Node) -> Pending {

@@ -3,7 +3,9 @@
 //! copy is found before the day it is the only one left).
 
 use super::keys::{KdfParams, KeyFile};
-use super::{CONFIG_COPY, KeyInfo, Repository, check_password, limits, parse_config, read_key_object};
+use super::{
+    CONFIG_COPY, KeyInfo, Repository, check_password, limits, parse_config, read_key_object,
+};
 use crate::backend::{Backend, Payload, PutMode};
 use crate::crypto::Kind;
 use crate::error::{Error, Result};

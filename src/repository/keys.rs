@@ -184,11 +184,9 @@ impl KeyFile {
             .decode(&self.master)
             .map_err(|_| Error::corrupt(name, "wrapped key is not base64"))?;
         let wrap = derive(password, &salt, self.kdf.params)?;
-        match wrap.open(
-            &binding(self.kdf.params, &salt),
-            &wrapped,
-            &|| name.to_string(),
-        ) {
+        match wrap.open(&binding(self.kdf.params, &salt), &wrapped, &|| {
+            name.to_string()
+        }) {
             Ok(secret) if secret.len() == 32 => {
                 let mut s = [0u8; 32];
                 s.copy_from_slice(&secret);
@@ -255,7 +253,17 @@ mod tests {
         assert!(err.to_string().contains("outside"), "{err}");
         let slow = text.replace("\"t_cost\": 1", "\"t_cost\": 1000000000");
         assert!(KeyFile::parse(slow.as_bytes(), "keys/x").is_err());
-        assert!(KeyFile::create(&m, "pw", KdfParams { m_cost: 1 << 30, ..FAST }).is_err());
+        assert!(
+            KeyFile::create(
+                &m,
+                "pw",
+                KdfParams {
+                    m_cost: 1 << 30,
+                    ..FAST
+                }
+            )
+            .is_err()
+        );
     }
 
     #[test]

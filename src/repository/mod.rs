@@ -12,6 +12,7 @@ pub mod limits;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
+pub mod verified;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -77,6 +78,7 @@ pub struct Repository {
     config: Config,
     key_name: String,
     cache: Option<cache::Cache>,
+    ledger: verified::Ledger,
 }
 
 /// A key object as shown by `key list`.
@@ -144,6 +146,7 @@ impl Repository {
             config: cfg,
             key_name,
             cache: None,
+            ledger: verified::Ledger::in_memory(),
         })
     }
 
@@ -171,7 +174,10 @@ impl Repository {
                 location: backend.location(),
             });
         }
-        if let Some((name, _)) = configs.iter().find(|(_, c)| c.first() == Some(&ENVELOPE_V1)) {
+        if let Some((name, _)) = configs
+            .iter()
+            .find(|(_, c)| c.first() == Some(&ENVELOPE_V1))
+        {
             return Err(Error::OlderFormat {
                 object: name.to_string(),
                 found: 1,
@@ -212,6 +218,7 @@ impl Repository {
                             config: cfg,
                             key_name: info.key.clone(),
                             cache: None,
+                            ledger: verified::Ledger::in_memory(),
                         });
                     }
                     Err(e @ Error::NewerFormat { .. }) => return Err(e),
@@ -236,6 +243,42 @@ impl Repository {
     pub fn with_cache(mut self, base: &std::path::Path) -> Self {
         self.cache = Some(cache::Cache::new(base, &self.config.id));
         self
+    }
+
+    /// Remembers verified packs across runs in `base` (see [`verified`]): a backup then
+    /// re-reads only packs that changed on the store since this machine last verified them.
+    pub fn with_ledger(mut self, base: &std::path::Path) -> Self {
+        self.ledger = verified::Ledger::load(base, &self.config.id);
+        self
+    }
+
+    /// The verified-pack ledger.
+    pub fn ledger(&self) -> &verified::Ledger {
+        &self.ledger
+    }
+
+    /// Downloads a whole pack and checks that it hashes to its name. Returns its bytes, and
+    /// records it in the ledger with the version token of `listed` (when given). A pack that
+    /// does not hash to its name is an error naming it, and is forgotten by the ledger.
+    pub fn verify_pack(
+        &self,
+        id: &Id,
+        listed: Option<&crate::backend::ObjectInfo>,
+    ) -> Result<Vec<u8>> {
+        let key = pack::pack_key(id);
+        let r = self.get_object(&key).and_then(|bytes| {
+            verify_object_id(&key, id, &bytes)?;
+            Ok(bytes)
+        });
+        match &r {
+            Ok(bytes) => self.ledger.record(
+                *id,
+                bytes.len() as u64,
+                listed.and_then(|l| l.version.clone()),
+            ),
+            Err(_) => self.ledger.forget(id),
+        }
+        r
     }
 
     /// Reads an immutable, content-addressed object through the cache.
@@ -441,11 +484,8 @@ impl Repository {
         id: &Id,
         key: &str,
     ) -> Result<(Id, Vec<PackEntry>, Vec<(String, String)>)> {
-        let data = self.get_object(key)?;
-        let size = data.len() as u64;
-        let hlen = pack::header_len(key, &data, size)?;
-        let sealed = &data[(size - hlen - 4) as usize..(size - 4) as usize];
-        let entries = pack::decode_header(&self.key, key, sealed, size)?;
+        let data = self.verify_pack(id, None)?;
+        let entries = pack::parse_pack(&self.key, key, &data)?;
         let mut good = Vec::with_capacity(entries.len());
         let mut dropped = Vec::new();
         for e in entries {
@@ -683,7 +723,9 @@ impl Repository {
                     "--fallback: {key} is damaged; using the newest readable snapshot {}",
                     id.short()
                 ),
-                None => tracing::warn!("--fallback: {key} is damaged and no readable snapshot is left"),
+                None => {
+                    tracing::warn!("--fallback: {key} is damaged and no readable snapshot is left")
+                }
             }
         }
         Ok(latest)
@@ -778,9 +820,8 @@ impl Repository {
                 }
             }
         }
-        Err(first_err.unwrap_or_else(|| {
-            Error::corrupt(format!("blob {}", id.short()), "not in any index")
-        }))
+        Err(first_err
+            .unwrap_or_else(|| Error::corrupt(format!("blob {}", id.short()), "not in any index")))
     }
 
     /// Reads and parses a pack's header with one ranged read of its tail (two for huge headers).
@@ -919,9 +960,8 @@ impl<'a> TreeLoader<'a> {
                 }
             }
         }
-        Err(first_err.unwrap_or_else(|| {
-            Error::corrupt(format!("tree {}", id.short()), "not in any index")
-        }))
+        Err(first_err
+            .unwrap_or_else(|| Error::corrupt(format!("tree {}", id.short()), "not in any index")))
     }
 
     fn load_from(&self, id: &Id, loc: &index::BlobLocation) -> Result<Tree> {

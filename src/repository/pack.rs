@@ -116,6 +116,14 @@ pub fn header_len(name: &str, tail: &[u8], pack_size: u64) -> Result<u64> {
     Ok(n)
 }
 
+/// Parses the header of a whole pack held in memory (after its hash was checked).
+pub fn parse_pack(key: &MasterKey, name: &str, pack: &[u8]) -> Result<Vec<PackEntry>> {
+    let size = pack.len() as u64;
+    let hlen = header_len(name, pack, size)?;
+    let sealed = &pack[(size - hlen - 4) as usize..(size - 4) as usize];
+    decode_header(key, name, sealed, size)
+}
+
 /// Opens and parses a sealed header, checking that its entries exactly tile the pack's blob area.
 pub fn decode_header(
     key: &MasterKey,

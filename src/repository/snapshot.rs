@@ -48,7 +48,11 @@ pub struct Snapshot {
     /// store gives no time). Such a snapshot is listed with a flag but never becomes `latest` and
     /// is neither kept nor removed by retention rules, so a wrong clock cannot pin "latest" or
     /// push honest snapshots out of `--keep-last`.
-    #[serde(skip_deserializing, default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        skip_deserializing,
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub future_dated: bool,
     /// Set when loaded, never stored: when the store says the object was written.
     #[serde(skip)]

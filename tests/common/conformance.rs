@@ -84,7 +84,10 @@ pub fn conformance(b: &dyn Backend) {
 
     b.delete("keys/k1").unwrap();
     b.delete("keys/k1").unwrap();
-    assert!(matches!(b.get("keys/k1", 1 << 30), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        b.get("keys/k1", 1 << 30),
+        Err(Error::NotFound { .. })
+    ));
     assert!(
         b.put("../escape", Payload::Bytes(b"x"), PutMode::Overwrite)
             .is_err()
