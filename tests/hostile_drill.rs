@@ -55,6 +55,22 @@ impl Run {
         serde_json::from_str(self.stdout.trim()).unwrap_or(serde_json::Value::Null)
     }
 
+    /// A failed command's reason: the first restore error or stderr, else the output.
+    fn why(&self) -> String {
+        let v = self.json();
+        let errors = v["restored"]["errors"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        match errors.first().and_then(|e| e.as_str()) {
+            Some(e) => format!("{} error(s), first: {e}", errors.len()),
+            None if !self.stderr.trim().is_empty() => {
+                self.stderr.trim().chars().take(300).collect()
+            }
+            None => self.brief(),
+        }
+    }
+
     fn brief(&self) -> String {
         let s = format!("{} {}", self.stdout.trim(), self.stderr.trim());
         let s = s.trim();
@@ -424,6 +440,8 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Op {
+    /// No mutation: the harness's own check on an untouched copy.
+    Control,
     Flip,
     Truncate,
     Zero,
@@ -493,6 +511,7 @@ fn mutate(p: &Pristine, repo: &Path, rng: &mut Rng) -> Mutation {
         newest_hit: false,
     };
     match op {
+        Op::Control => unreachable!("OPS has no Control"),
         Op::Flip | Op::Truncate | Op::Zero | Op::Append | Op::Delete => {
             let (kind, o) = pick_object(rng, &KINDS);
             let path = repo.join(&o);
@@ -797,13 +816,25 @@ fn diff(want: &BTreeMap<String, String>, got: &BTreeMap<String, String>) -> Stri
     )
 }
 
-fn iteration(p: &Pristine, base: &Path, seed: u64, t: &mut Tally) {
+/// One mutation (none with `control`) of a fresh copy of the pristine repository, then the
+/// commands.
+fn iteration(p: &Pristine, base: &Path, seed: u64, control: bool, t: &mut Tally) {
     let dir = tempfile::tempdir_in(base).unwrap();
     let repo = dir.path().join("repo");
     let cache = dir.path().join("cache");
     copy_dir(&p.repo, &repo);
     let mut rng = Rng::new(seed);
-    let m = mutate(p, &repo, &mut rng);
+    let m = if control {
+        Mutation {
+            op: Op::Control,
+            kind: Kind::Config,
+            changed: Changed::No,
+            what: "none".into(),
+            newest_hit: false,
+        }
+    } else {
+        mutate(p, &repo, &mut rng)
+    };
     *t.per_op.entry(m.op).or_default() += 1;
     *t.per_kind.entry(m.kind).or_default() += 1;
     let mut it = Iteration { seed, m: &m, t };
@@ -934,7 +965,7 @@ fn iteration(p: &Pristine, base: &Path, seed: u64, t: &mut Tally) {
                     it.violation(format!(
                         "backup committed {} but it does not restore: {}",
                         &id[..8],
-                        r.brief()
+                        r.why()
                     ));
                 } else {
                     let got = tree_manifest(&target);
@@ -978,9 +1009,24 @@ fn hostile_storage_drill() {
             .join(", ")
     );
     let base = tempfile::tempdir().unwrap();
+
+    // The harness judged on an untouched copy (both backup variants): everything succeeds, the
+    // newest snapshot restores, and no violation is seen.
+    let mut c = Tally::default();
+    for seed in 0..2 {
+        iteration(&p, base.path(), seed, true, &mut c);
+    }
+    assert!(
+        c.violations.is_empty()
+            && (c.restores_ok, c.gates_ok, c.check_clean, c.backups_ok) == (2, 2, 2, 2)
+            && c.restores_older == 0,
+        "the harness fails an untouched repository: {:?}",
+        c.violations
+    );
+
     let mut t = Tally::default();
     for &seed in &seeds {
-        iteration(&p, base.path(), seed, &mut t);
+        iteration(&p, base.path(), seed, false, &mut t);
     }
     let total = started.elapsed().as_secs_f64();
 
