@@ -78,6 +78,8 @@ pub struct CheckReport {
 /// Runs the checks.
 pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     let mut r = CheckReport::default();
+    // Every key object (form, name, KDF bounds) and both config copies.
+    r.errors.extend(repo.check_keys_and_config()?);
     // Snapshots are listed before the index: one committed meanwhile by a running backup then
     // either is not seen or finds its index, never a false "not in any index".
     let snapshot_keys = repo.backend().list("snapshots/")?;

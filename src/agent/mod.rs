@@ -106,8 +106,13 @@ fn connect(access: &RepoAccess) -> Result<Repository> {
         }
         Err(e) => return Err(e),
     };
-    if access.cache && access.location.starts_with("s3:") {
-        return Ok(repo.with_cache(&crate::repository::cache::default_base()));
+    if !access.cache {
+        return Ok(repo);
+    }
+    let base = crate::repository::cache::default_base();
+    let repo = repo.with_ledger(&base);
+    if access.location.starts_with("s3:") {
+        return Ok(repo.with_cache(&base));
     }
     Ok(repo)
 }

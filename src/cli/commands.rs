@@ -415,6 +415,20 @@ pub fn run(cli: Cli) -> Result<u8> {
                 3
             })
         }
+        Command::Repair(RepairCommand::Config) => {
+            let repo = open_uncached(g)?;
+            let fixed = repo.repair_config()?;
+            if g.json {
+                println!("{}", json!({ "rewritten": fixed }));
+            } else if !g.quiet {
+                if fixed.is_empty() {
+                    println!("both config copies are intact");
+                } else {
+                    println!("rewrote {}", fixed.join(" and "));
+                }
+            }
+            Ok(0)
+        }
         Command::Repair(RepairCommand::Snapshots { forget, dry_run }) => {
             let repo = open_uncached(g)?;
             let r = crate::repair::repair_snapshots(&repo, forget, dry_run)?;
@@ -696,8 +710,13 @@ fn repo_location(g: &Global) -> Result<&str> {
 fn open(g: &Global) -> Result<Repository> {
     let location = repo_location(g)?;
     let repo = open_uncached(g)?;
-    if location.starts_with("s3:") && !g.no_cache {
-        return Ok(repo.with_cache(&crate::repository::cache::default_base()));
+    if g.no_cache {
+        return Ok(repo);
+    }
+    let base = crate::repository::cache::default_base();
+    let repo = repo.with_ledger(&base);
+    if location.starts_with("s3:") {
+        return Ok(repo.with_cache(&base));
     }
     Ok(repo)
 }

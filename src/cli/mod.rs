@@ -349,6 +349,9 @@ enum RepairCommand {
         #[arg(long, short = 'n')]
         dry_run: bool,
     },
+    /// Write the config and its copy (`config.1`) again where one is missing, damaged or stale,
+    /// from the copy that opened the repository.
+    Config,
 }
 
 #[derive(Args, Debug)]

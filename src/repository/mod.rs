@@ -411,8 +411,8 @@ impl Repository {
             .collect())
     }
 
-    /// Rebuilds the index from the pack headers themselves: reads every pack's header (one ranged
-    /// read each), writes one index object listing every readable pack and superseding every
+    /// Rebuilds the index from the pack headers themselves: downloads every pack, checks that it
+    /// hashes to its name and reads its header, writes one index object listing every readable pack and superseding every
     /// index object present, readable or not, then deletes those. Packs whose header cannot be
     /// read are reported and left out. With `read_data`, every pack is downloaded and each blob
     /// verified; a pack with damaged blobs is left out and returned in `salvage` with its good
@@ -425,13 +425,15 @@ impl Repository {
             .filter_map(|o| object_id(&o.key, "index/").ok())
             .collect();
         let listed = self.backend.list("data/")?;
-        let threads = if read_data { 2 } else { 8 };
-        let read = crate::parallel::map(listed, threads, |info| {
+        // Every pack is downloaded and hashed: a pack is listed into the index only under the
+        // name its contents give it (a copy stored under another name is left out).
+        let read = crate::parallel::map(listed, 2, |info| {
             let r = object_id(&info.key, "data/").and_then(|id| {
                 if read_data {
                     self.salvage_pack(&id, &info.key)
                 } else {
-                    Ok((id, self.read_pack_header(&id, info.size)?, Vec::new()))
+                    let bytes = self.verify_pack(&id, Some(&info))?;
+                    Ok((id, pack::parse_pack(&self.key, &info.key, &bytes)?, Vec::new()))
                 }
             });
             (info.key, r)
