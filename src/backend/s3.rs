@@ -887,11 +887,12 @@ impl Backend for S3Backend {
         };
         self.rt.block_on(async {
             let start = Instant::now();
-            let mut found: BTreeMap<String, ObjectInfo> = BTreeMap::new();
+            // Key → (size, modified, version): each key held once, repeats cost nothing.
+            type Listed = (u64, Option<std::time::SystemTime>, Option<String>);
+            let mut found: BTreeMap<String, Listed> = BTreeMap::new();
             let mut tokens: HashSet<[u8; 32]> = HashSet::new();
             let mut token: Option<String> = None;
             let mut pages = 0usize;
-            let mut received = 0u64;
             let mut skipped = 0u64;
             loop {
                 pages += 1;
@@ -901,9 +902,9 @@ impl Backend for S3Backend {
                         found.len()
                     )));
                 }
-                // One more second for every 1,000 keys received so far.
+                // One more second for every 1,000 distinct keys so far (repeats earn nothing).
                 let list_deadline =
-                    start + self.timeouts.list + Duration::from_millis(received);
+                    start + self.timeouts.list + Duration::from_millis(found.len() as u64);
                 if Instant::now() >= list_deadline {
                     return Err(fail(format!(
                         "listing did not finish within {}s (LIFEBOAT_S3_LIST_DEADLINE, plus 1s per 1000 keys): {} pages, {} keys so far",
@@ -929,7 +930,6 @@ impl Backend for S3Backend {
                     .await?;
                 for o in page.contents() {
                     let Some(k) = o.key() else { continue };
-                    received += 1;
                     let rel = k.strip_prefix(root.as_str()).filter(|rel| {
                         rel.starts_with(prefix) && crate::backend::validate_key(rel).is_ok()
                     });
@@ -952,14 +952,12 @@ impl Backend for S3Backend {
                     }
                     found.insert(
                         rel.to_string(),
-                        ObjectInfo {
-                            key: rel.to_string(),
-                            size: o.size().unwrap_or(0).max(0) as u64,
-                            modified: o
-                                .last_modified()
+                        (
+                            o.size().unwrap_or(0).max(0) as u64,
+                            o.last_modified()
                                 .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
-                            version: o.e_tag().map(str::to_string),
-                        },
+                            o.e_tag().map(str::to_string),
+                        ),
                     );
                 }
                 match (page.is_truncated(), page.next_continuation_token()) {
@@ -980,7 +978,15 @@ impl Backend for S3Backend {
                 );
             }
             // A store may repeat keys across out-of-order pages; each is kept once, in order.
-            Ok(found.into_values().collect())
+            Ok(found
+                .into_iter()
+                .map(|(key, (size, modified, version))| ObjectInfo {
+                    key,
+                    size,
+                    modified,
+                    version,
+                })
+                .collect())
         })
     }
 
