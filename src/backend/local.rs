@@ -291,3 +291,38 @@ impl Backend for LocalBackend {
         Some(d)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_sparse_file_is_refused_unread_and_versions_change_with_the_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(tmp.path());
+        b.create().unwrap();
+        let f = File::create(tmp.path().join("index/big")).unwrap();
+        f.set_len(3 << 30).unwrap();
+        let e = b.get("index/big", 32 << 20).unwrap_err().to_string();
+        assert!(
+            e.contains("index/big") && e.contains("3221225472 bytes"),
+            "{e}"
+        );
+
+        let (_, v1) = b
+            .put_versioned("keys/k", Payload::Bytes(b"one"), PutMode::IfAbsent)
+            .unwrap();
+        let listed = b.list("keys/").unwrap();
+        assert_eq!(listed[0].version, v1);
+        assert!(v1.is_some());
+        let (o, v) = b
+            .put_versioned("keys/k", Payload::Bytes(b"two"), PutMode::IfAbsent)
+            .unwrap();
+        assert_eq!((o, v), (PutOutcome::AlreadyExists, None));
+        let (_, v2) = b
+            .put_versioned("keys/k", Payload::Bytes(b"two"), PutMode::Overwrite)
+            .unwrap();
+        assert_ne!(v1, v2);
+        assert_eq!(b.list("keys/").unwrap()[0].version, v2);
+    }
+}
