@@ -2,8 +2,8 @@
 //! rename, then fsync of the parent directory, so a crash leaves either the old state or the new.
 
 use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,14 +26,7 @@ impl LocalBackend {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
-        if key.is_empty()
-            || key.starts_with('/')
-            || key
-                .split('/')
-                .any(|c| c.is_empty() || c == "." || c == "..")
-        {
-            return Err(Error::invalid(format!("invalid object key {key:?}")));
-        }
+        super::validate_key(key)?;
         Ok(self.root.join(key))
     }
 
@@ -51,6 +44,19 @@ impl LocalBackend {
             Error::io(format!("{}", self.root.join(key).display()), e)
         }
     }
+}
+
+/// The version token of a local file: inode, change time (ns) and size. The change time is set
+/// by the kernel on every write, rename or chmod and cannot be set back by a user (unlike the
+/// modification time), so a rewrite in place or a replacement shows as a new token.
+fn version_of(meta: &fs::Metadata) -> String {
+    format!(
+        "{:x}-{}.{:09}-{}",
+        meta.ino(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+        meta.len()
+    )
 }
 
 fn sync_dir(dir: &Path) {
@@ -73,14 +79,37 @@ impl Backend for LocalBackend {
         Ok(())
     }
 
+    /// See [`Backend::get`]: the file's length is checked against `max` before reading, and
+    /// the read itself stops at `max + 1` bytes (a file growing meanwhile is refused too).
     fn get(&self, key: &str, max: u64) -> Result<Vec<u8>> {
-        let data = fs::read(self.path(key)?).map_err(|e| self.not_found_or(key, e))?;
+        let f = File::open(self.path(key)?).map_err(|e| self.not_found_or(key, e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot stat {}", self.root.join(key).display()), e))?
+            .len();
+        crate::backend::check_size(key, len, max)?;
+        let mut data = Vec::with_capacity(len as usize);
+        f.take(max.saturating_add(1))
+            .read_to_end(&mut data)
+            .map_err(|e| Error::io(format!("cannot read {}", self.root.join(key).display()), e))?;
         crate::backend::check_size(key, data.len() as u64, max)?;
         Ok(data)
     }
 
+    /// See [`Backend::get_range`]: a range past the end of the file is refused before any
+    /// buffer is allocated ("shorter than the requested range", not retryable).
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let f = File::open(self.path(key)?).map_err(|e| self.not_found_or(key, e))?;
+        let size = f
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot stat {}", self.root.join(key).display()), e))?
+            .len();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(Error::corrupt(
+                key,
+                format!("object is shorter than the requested range {offset}+{len}"),
+            ));
+        }
         let mut buf = vec![0u8; len as usize];
         f.read_exact_at(&mut buf, offset).map_err(|e| {
             if e.kind() == ErrorKind::UnexpectedEof {
@@ -96,9 +125,20 @@ impl Backend for LocalBackend {
     }
 
     fn put(&self, key: &str, payload: Payload<'_>, mode: PutMode) -> Result<PutOutcome> {
+        self.put_versioned(key, payload, mode).map(|(o, _)| o)
+    }
+
+    /// See [`Backend::put_versioned`]: the version is the token of the file just written
+    /// (stat after the rename or link; see [`Backend::list`]), `None` when it already existed.
+    fn put_versioned(
+        &self,
+        key: &str,
+        payload: Payload<'_>,
+        mode: PutMode,
+    ) -> Result<(PutOutcome, Option<String>)> {
         let dest = self.path(key)?;
         if mode == PutMode::IfAbsent && dest.exists() {
-            return Ok(PutOutcome::AlreadyExists);
+            return Ok((PutOutcome::AlreadyExists, None));
         }
         let parent = dest.parent().expect("keys have a parent");
         fs::create_dir_all(parent).ctx(|| format!("cannot create {}", parent.display()))?;
@@ -136,20 +176,37 @@ impl Backend for LocalBackend {
                 Err(e) => Err(e),
             },
         };
+        // Stat only once the temporary name is gone: after a link, unlinking the other name
+        // changes the shared inode's change time again.
         let _ = fs::remove_file(&tmp);
         let outcome = result.ctx(|| format!("cannot store {}", dest.display()))?;
         sync_dir(parent);
-        Ok(outcome)
+        let version = match outcome {
+            PutOutcome::Written => fs::metadata(&dest).ok().map(|m| version_of(&m)),
+            PutOutcome::AlreadyExists => None,
+        };
+        Ok((outcome, version))
     }
 
+    /// See [`Backend::list`]. Only names that are valid keys
+    /// ([`crate::backend::validate_key`]: printable ASCII, no `.`/`..`) are listed; any other
+    /// file (a non-UTF-8 or non-ASCII name, say) is skipped with a warning that quotes it
+    /// escaped. More than
+    /// [`crate::repository::limits::MAX_LIST`] keys is an error naming the prefix. `version` is
+    /// the inode, change time and size of each file.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         // Walk the directory holding the prefix; keys are relative paths with '/' separators.
         let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
         let start = if dir_part.is_empty() {
             self.root.clone()
         } else {
+            if super::validate_key(dir_part).is_err() {
+                return Err(Error::invalid(format!("invalid listing prefix {prefix:?}")));
+            }
             self.root.join(dir_part)
         };
+        let max = crate::repository::limits::MAX_LIST;
+        let mut skipped = 0u64;
         let mut out = Vec::new();
         let mut stack = vec![start];
         while let Some(dir) = stack.pop() {
@@ -161,11 +218,22 @@ impl Backend for LocalBackend {
             for entry in rd {
                 let entry = entry.ctx(|| format!("cannot list {}", dir.display()))?;
                 let path = entry.path();
-                let rel = path
-                    .strip_prefix(&self.root)
-                    .expect("under root")
-                    .to_string_lossy()
-                    .into_owned();
+                let Ok(rel) = path.strip_prefix(&self.root) else {
+                    continue;
+                };
+                let rel = match rel.to_str() {
+                    Some(r) if super::validate_key(r).is_ok() => r.to_string(),
+                    _ => {
+                        skipped += 1;
+                        if skipped <= 10 {
+                            tracing::warn!(
+                                "listing {prefix}: ignoring {:?}: not a valid object key",
+                                rel.as_os_str()
+                            );
+                        }
+                        continue;
+                    }
+                };
                 if rel == "tmp" || rel.starts_with("tmp/") {
                     continue;
                 }
@@ -185,14 +253,26 @@ impl Backend for LocalBackend {
                             return Err(Error::io(format!("cannot stat {}", path.display()), e));
                         }
                     };
+                    if out.len() >= max {
+                        return Err(Error::Backend {
+                            key: prefix.to_string(),
+                            message: format!(
+                                "listing holds more than {max} keys; refusing to go on"
+                            ),
+                            retryable: false,
+                        });
+                    }
                     out.push(ObjectInfo {
                         key: rel,
                         size: meta.len(),
                         modified: meta.modified().ok(),
-                        version: None,
+                        version: Some(version_of(&meta)),
                     });
                 }
             }
+        }
+        if skipped > 10 {
+            tracing::warn!("listing {prefix}: ignored {skipped} invalid names in all");
         }
         Ok(out)
     }
@@ -209,5 +289,40 @@ impl Backend for LocalBackend {
         let d = self.root.join("tmp");
         fs::create_dir_all(&d).ok()?;
         Some(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_sparse_file_is_refused_unread_and_versions_change_with_the_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(tmp.path());
+        b.create().unwrap();
+        let f = File::create(tmp.path().join("index/big")).unwrap();
+        f.set_len(3 << 30).unwrap();
+        let e = b.get("index/big", 32 << 20).unwrap_err().to_string();
+        assert!(
+            e.contains("index/big") && e.contains("3221225472 bytes"),
+            "{e}"
+        );
+
+        let (_, v1) = b
+            .put_versioned("keys/k", Payload::Bytes(b"one"), PutMode::IfAbsent)
+            .unwrap();
+        let listed = b.list("keys/").unwrap();
+        assert_eq!(listed[0].version, v1);
+        assert!(v1.is_some());
+        let (o, v) = b
+            .put_versioned("keys/k", Payload::Bytes(b"two"), PutMode::IfAbsent)
+            .unwrap();
+        assert_eq!((o, v), (PutOutcome::AlreadyExists, None));
+        let (_, v2) = b
+            .put_versioned("keys/k", Payload::Bytes(b"two"), PutMode::Overwrite)
+            .unwrap();
+        assert_ne!(v1, v2);
+        assert_eq!(b.list("keys/").unwrap()[0].version, v2);
     }
 }

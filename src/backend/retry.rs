@@ -3,6 +3,12 @@
 //! repeat: reads are reads, puts write whole objects under content-addressed or unique names (a
 //! create-only put that succeeded before its answer was lost comes back `AlreadyExists`, and
 //! the object is then ours), deletes of absent keys succeed.
+//!
+//! The total is bounded twice: by the number of attempts and by a time budget. No new attempt
+//! starts once the budget has passed since the first began (or would pass during the backoff),
+//! so an operation gives up within the budget plus one attempt's own deadline (for S3, see
+//! [`super::s3::Timeouts`]). Errors that say the data is wrong (too large, corrupt, a store
+//! sending more than asked) are not retryable and fail at once.
 
 use std::time::Duration;
 
@@ -18,22 +24,27 @@ pub struct RetryPolicy {
     pub base: Duration,
     /// Longest single delay.
     pub cap: Duration,
+    /// No new attempt starts once this much time has passed since the first began.
+    pub budget: Duration,
 }
 
 impl Default for RetryPolicy {
-    /// 8 attempts over about 40 seconds at most: long enough to ride out a throttling burst or a
-    /// gateway restart, short enough that a dead store is reported while someone is watching.
+    /// 8 attempts over about 40 seconds of backoff at most: long enough to ride out a throttling
+    /// burst or a gateway restart, short enough that a dead store is reported while someone is
+    /// watching. A budget of 10 minutes caps the attempts that each run into a timeout.
     fn default() -> Self {
         RetryPolicy {
             attempts: 8,
             base: Duration::from_millis(250),
             cap: Duration::from_secs(10),
+            budget: Duration::from_secs(600),
         }
     }
 }
 
 impl RetryPolicy {
-    /// The default, adjusted by `LIFEBOAT_RETRY_ATTEMPTS` and `LIFEBOAT_RETRY_BASE_MS`.
+    /// The default, adjusted by `LIFEBOAT_RETRY_ATTEMPTS`, `LIFEBOAT_RETRY_BASE_MS` and
+    /// `LIFEBOAT_RETRY_BUDGET` (a duration such as `90s` or `10m`; malformed values are ignored).
     pub fn from_env() -> Self {
         let mut p = RetryPolicy::default();
         if let Some(n) = std::env::var("LIFEBOAT_RETRY_ATTEMPTS")
@@ -47,6 +58,12 @@ impl RetryPolicy {
             .and_then(|v| v.parse().ok())
         {
             p.base = Duration::from_millis(ms);
+        }
+        if let Some(d) = std::env::var("LIFEBOAT_RETRY_BUDGET")
+            .ok()
+            .and_then(|v| crate::format::parse_duration(&v).ok())
+        {
+            p.budget = d;
         }
         p
     }
@@ -66,6 +83,7 @@ impl<B: Backend> Retry<B> {
 
     fn run<T>(&self, what: &str, key: &str, mut op: impl FnMut() -> Result<T>) -> Result<T> {
         let mut attempt = 1;
+        let start = std::time::Instant::now();
         loop {
             match op() {
                 Err(e) if e.is_retryable() && attempt < self.policy.attempts => {
@@ -73,6 +91,13 @@ impl<B: Backend> Retry<B> {
                     let max = exp.min(self.policy.cap);
                     let r = u64::from_le_bytes(crate::crypto::random_bytes());
                     let delay = Duration::from_nanos(r % (max.as_nanos() as u64).max(1));
+                    if start.elapsed() + delay >= self.policy.budget {
+                        tracing::warn!(
+                            "{what} {key}: {e}; giving up: the retry budget of {}s is spent (LIFEBOAT_RETRY_BUDGET)",
+                            self.policy.budget.as_secs()
+                        );
+                        return Err(e);
+                    }
                     tracing::warn!(
                         "{what} {key}: {e}; retrying in {:.1}s (attempt {}/{})",
                         delay.as_secs_f64(),
@@ -175,6 +200,7 @@ mod tests {
         attempts: 4,
         base: Duration::from_millis(1),
         cap: Duration::from_millis(2),
+        budget: Duration::from_secs(60),
     };
 
     #[test]
@@ -195,6 +221,28 @@ mod tests {
             FAST,
         );
         assert!(b.get("k", 1024).is_err());
+    }
+
+    #[test]
+    fn the_time_budget_bounds_retries() {
+        let b = Retry::new(
+            Flaky {
+                fails: AtomicU32::new(100),
+                retryable: true,
+            },
+            RetryPolicy {
+                attempts: 100,
+                base: Duration::from_millis(20),
+                cap: Duration::from_millis(20),
+                budget: Duration::from_millis(100),
+            },
+        );
+        let t = std::time::Instant::now();
+        assert!(b.get("k", 1024).is_err());
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        // 100 attempts would need about a second of backoff: the budget stopped them before.
+        let left = b.inner.fails.load(Ordering::SeqCst);
+        assert!(left > 0 && left < 99, "{left} failures left");
     }
 
     #[test]

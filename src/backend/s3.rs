@@ -6,9 +6,20 @@
 //! 64 MiB, `If-None-Match: *` for create-only objects with a fallback where a store answers 501,
 //! every listing paginated to the end and never assumed sorted. SDK retries are off: the
 //! [`super::Retry`] wrapper retries, so policy and request accounting are ours.
+//!
+//! The store is not trusted. Every request runs under two clocks ([`Timeouts`]): a stall
+//! timeout (no byte for `LIFEBOAT_S3_STALL_TIMEOUT`) and a deadline that grows with the bytes
+//! expected (`LIFEBOAT_S3_DEADLINE` plus the size at `LIFEBOAT_S3_MIN_RATE`), so neither a
+//! silent nor a dripping store holds a reader for long. Bodies are read chunk by chunk and cut
+//! off as soon as they exceed what was asked for, so an endless body costs at most the object's
+//! budget in memory. Listed keys are checked before use and listings are bounded in keys, pages
+//! and time.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
@@ -82,6 +93,102 @@ impl S3Location {
     }
 }
 
+/// The clocks every S3 request runs under, from the environment.
+///
+/// - `LIFEBOAT_S3_STALL_TIMEOUT` (default 60 s): longest wait for the next byte of an answer
+///   (headers or body). A store that goes silent fails after this long.
+/// - `LIFEBOAT_S3_DEADLINE` (default 120 s) and `LIFEBOAT_S3_MIN_RATE` (bytes per second,
+///   `K`/`M` suffixes allowed, default 256K): a request moving `n` bytes must finish within
+///   `DEADLINE + n / MIN_RATE` (a 64 MiB part: 120 s + 256 s), so a store dripping a byte a
+///   second fails in bounded time even though it never stalls.
+/// - `LIFEBOAT_S3_LIST_DEADLINE` (default 10 min): a whole listing (all its pages) must finish
+///   within this, plus one second for every 1,000 keys received.
+///
+/// Missing a stall timeout or a request deadline is a retryable error (the [`super::Retry`]
+/// wrapper bounds the total); missing the listing deadline is not.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// No byte for this long fails the request.
+    pub stall: Duration,
+    /// The fixed part of every request's deadline.
+    pub base: Duration,
+    /// Slowest acceptable transfer rate, bytes per second (at least 1).
+    pub min_rate: u64,
+    /// The fixed part of a whole listing's deadline.
+    pub list: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            stall: Duration::from_secs(60),
+            base: Duration::from_secs(120),
+            min_rate: 256 * 1024,
+            list: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The defaults, adjusted by the environment variables above; a malformed value is an error
+    /// naming the variable.
+    pub fn from_env() -> Result<Timeouts> {
+        let mut t = Timeouts::default();
+        let dur = |name: &str, into: &mut Duration| -> Result<()> {
+            if let Ok(v) = std::env::var(name)
+                && !v.trim().is_empty()
+            {
+                let d = crate::format::parse_duration(&v)
+                    .map_err(|e| Error::invalid(format!("{name}: {e}")))?;
+                if d.is_zero() {
+                    return Err(Error::invalid(format!("{name}: must be more than zero")));
+                }
+                *into = d;
+            }
+            Ok(())
+        };
+        dur("LIFEBOAT_S3_STALL_TIMEOUT", &mut t.stall)?;
+        dur("LIFEBOAT_S3_DEADLINE", &mut t.base)?;
+        dur("LIFEBOAT_S3_LIST_DEADLINE", &mut t.list)?;
+        if let Ok(v) = std::env::var("LIFEBOAT_S3_MIN_RATE")
+            && !v.trim().is_empty()
+        {
+            t.min_rate = parse_rate(&v).ok_or_else(|| {
+                Error::invalid(format!(
+                    "LIFEBOAT_S3_MIN_RATE={v:?}: expected bytes per second, e.g. 262144, 256K or 1M"
+                ))
+            })?;
+        }
+        Ok(t)
+    }
+
+    /// How long a request moving `bytes` may take in all.
+    pub fn allowance(&self, bytes: u64) -> Duration {
+        self.base + Duration::from_secs_f64(bytes as f64 / self.min_rate.max(1) as f64)
+    }
+}
+
+fn parse_rate(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let (num, mul) = match v.as_bytes().last()? {
+        b'k' | b'K' => (&v[..v.len() - 1], 1024),
+        b'm' | b'M' => (&v[..v.len() - 1], 1024 * 1024),
+        _ => (v, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .map(|n| n.saturating_mul(mul))
+        .filter(|&n| n > 0)
+}
+
+/// One request's clock: when it began and when it must be done.
+#[derive(Clone, Copy)]
+struct Clock {
+    start: Instant,
+    deadline: Instant,
+}
+
 /// Per-request counters of real HTTP requests (retries and list pages included).
 #[derive(Default)]
 struct Counters {
@@ -105,6 +212,7 @@ pub struct S3Backend {
     conditional: AtomicU8,
     counters: Counters,
     connections: usize,
+    timeouts: Timeouts,
 }
 
 fn env_secret(name: &str) -> Result<Option<String>> {
@@ -136,10 +244,12 @@ impl S3Backend {
                 .region(Region::new(region))
                 .load(),
         );
+        let limits = Timeouts::from_env()?;
+        // The SDK's read timeout covers the wait for the response headers; bodies are timed
+        // chunk by chunk in `read_body`, and every request as a whole by its `Clock`.
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
-            .operation_attempt_timeout(Duration::from_secs(600))
+            .connect_timeout(limits.stall.min(Duration::from_secs(10)))
+            .read_timeout(limits.stall)
             .build();
         let mut b = aws_sdk_s3::config::Builder::from(&shared)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
@@ -171,6 +281,7 @@ impl S3Backend {
             conditional: AtomicU8::new(COND_UNKNOWN),
             counters: Counters::default(),
             connections,
+            timeouts: limits,
         })
     }
 
@@ -250,39 +361,115 @@ impl S3Backend {
         }
     }
 
-    async fn read_body(&self, key: &str, body: ByteStream, expect: Option<u64>) -> Result<Vec<u8>> {
-        let bytes = body
-            .collect()
-            .await
-            .map_err(|e| Error::Backend {
-                key: key.into(),
-                message: format!("response body cut short: {e}"),
-                retryable: true,
-            })?
-            .to_vec();
-        self.counters.down.fetch_add(bytes.len() as u64, Relaxed);
-        if let Some(n) = expect
-            && bytes.len() as u64 != n
-        {
-            return Err(Error::Backend {
-                key: key.into(),
-                message: format!("short read: got {} of {n} bytes", bytes.len()),
-                retryable: true,
-            });
+    /// A clock for a request expected to move `bytes` bytes.
+    fn clock(&self, bytes: u64) -> Clock {
+        let start = Instant::now();
+        Clock {
+            start,
+            deadline: start + self.timeouts.allowance(bytes),
         }
-        Ok(bytes)
+    }
+
+    fn deadline_error(&self, key: &str, clock: &Clock) -> Error {
+        Error::Backend {
+            key: key.into(),
+            message: format!(
+                "no complete answer within {}s (LIFEBOAT_S3_DEADLINE plus the expected size at LIFEBOAT_S3_MIN_RATE)",
+                (clock.deadline - clock.start).as_secs()
+            ),
+            retryable: true,
+        }
+    }
+
+    fn stall_error(&self, key: &str) -> Error {
+        Error::Backend {
+            key: key.into(),
+            message: format!(
+                "the store sent nothing for {}s (LIFEBOAT_S3_STALL_TIMEOUT)",
+                self.timeouts.stall.as_secs_f64()
+            ),
+            retryable: true,
+        }
+    }
+
+    /// Sends a request under `clock`: a store that has not answered (headers) by the deadline
+    /// is a retryable timeout. The SDK's own read timeout catches a stall before the headers.
+    async fn timed<T>(
+        &self,
+        key: &str,
+        clock: &Clock,
+        fut: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout_at(clock.deadline, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(self.deadline_error(key, clock)),
+        }
+    }
+
+    /// Reads a response body of at most `limit` bytes, chunk by chunk.
+    ///
+    /// - More than `limit` bytes: `too_much(bytes seen)`, as soon as the chunk that crosses the
+    ///   limit arrives; nothing past `limit` is kept, so memory stays within `limit` plus one
+    ///   chunk of the HTTP client's.
+    /// - No byte for the stall timeout, or the clock's deadline passed: a retryable timeout.
+    /// - The connection failing mid-body: retryable ("response body cut short").
+    /// - A body shorter than expected is returned as is; callers compare lengths.
+    async fn read_body(
+        &self,
+        key: &str,
+        mut body: ByteStream,
+        limit: u64,
+        capacity: u64,
+        clock: &Clock,
+        too_much: impl Fn(u64) -> Error,
+    ) -> Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(capacity.min(limit).min(64 << 20) as usize);
+        loop {
+            let now = Instant::now();
+            if now >= clock.deadline {
+                return Err(self.deadline_error(key, clock));
+            }
+            let left = clock.deadline - now;
+            let wait = self.timeouts.stall.min(left);
+            let chunk = match tokio::time::timeout(wait, body.next()).await {
+                Err(_) if wait < self.timeouts.stall => {
+                    return Err(self.deadline_error(key, clock));
+                }
+                Err(_) => return Err(self.stall_error(key)),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    return Err(Error::Backend {
+                        key: key.into(),
+                        message: format!("response body cut short: {}", root_cause(&e)),
+                        retryable: true,
+                    });
+                }
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            self.counters.down.fetch_add(chunk.len() as u64, Relaxed);
+            let seen = buf.len() as u64 + chunk.len() as u64;
+            if seen > limit {
+                return Err(too_much(seen));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
         self.counters.head.fetch_add(1, Relaxed);
-        match self
-            .client
-            .head_object()
-            .bucket(&self.loc.bucket)
-            .key(self.full_key(key)?)
-            .send()
-            .await
-        {
+        let full = self.full_key(key)?;
+        let clock = self.clock(0);
+        let sent = self.timed(key, &clock, async {
+            Ok(self
+                .client
+                .head_object()
+                .bucket(&self.loc.bucket)
+                .key(full)
+                .send()
+                .await)
+        });
+        match sent.await? {
             Ok(_) => Ok(true),
             Err(e) => match self.map_err(key, e) {
                 Error::NotFound { .. } => Ok(false),
@@ -291,12 +478,13 @@ impl S3Backend {
         }
     }
 
+    /// One PutObject; returns what happened and the ETag the store answered with.
     async fn put_single(
         &self,
         key: &str,
         payload: Payload<'_>,
         if_absent: bool,
-    ) -> Result<PutOutcome> {
+    ) -> Result<(PutOutcome, Option<String>)> {
         let (body, len) = match payload {
             Payload::Bytes(b) => (ByteStream::from(b.to_vec()), b.len() as u64),
             Payload::File(p) => {
@@ -322,13 +510,17 @@ impl S3Backend {
             req = req.if_none_match("*");
         }
         self.counters.put.fetch_add(1, Relaxed);
-        match req.send().await {
-            Ok(_) => {
+        let clock = self.clock(len);
+        match self
+            .timed(key, &clock, async { Ok(req.send().await) })
+            .await?
+        {
+            Ok(out) => {
                 self.counters.up.fetch_add(len, Relaxed);
-                Ok(PutOutcome::Written)
+                Ok((PutOutcome::Written, out.e_tag().map(str::to_string)))
             }
             Err(e) if if_absent && matches!(Self::status_of(&e), Some(412 | 409)) => {
-                Ok(PutOutcome::AlreadyExists)
+                Ok((PutOutcome::AlreadyExists, None))
             }
             Err(e) if if_absent && Self::status_of(&e) == Some(501) => Err(Error::Backend {
                 key: key.into(),
@@ -339,19 +531,29 @@ impl S3Backend {
         }
     }
 
-    async fn put_multipart(&self, key: &str, path: &std::path::Path, len: u64) -> Result<()> {
+    /// A multipart upload of a file; returns the ETag of the completed object.
+    async fn put_multipart(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        len: u64,
+    ) -> Result<Option<String>> {
         let full = self.full_key(key)?;
         self.counters.put.fetch_add(1, Relaxed);
+        let clock = self.clock(0);
         let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.loc.bucket)
-            .key(&full)
-            .send()
-            .await
-            .map_err(|e| self.map_err(key, e))?;
+            .timed(key, &clock, async {
+                self.client
+                    .create_multipart_upload()
+                    .bucket(&self.loc.bucket)
+                    .key(&full)
+                    .send()
+                    .await
+                    .map_err(|e| self.map_err(key, e))
+            })
+            .await?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
-        let result: Result<()> = async {
+        let result: Result<Option<String>> = async {
             let mut parts = Vec::new();
             let mut offset = 0u64;
             let mut number = 1;
@@ -365,18 +567,22 @@ impl S3Backend {
                     .await
                     .map_err(|e| Error::invalid(format!("cannot read {}: {e}", path.display())))?;
                 self.counters.put.fetch_add(1, Relaxed);
+                let clock = self.clock(n);
                 let out = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.loc.bucket)
-                    .key(&full)
-                    .upload_id(&upload_id)
-                    .part_number(number)
-                    .content_length(n as i64)
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| self.map_err(key, e))?;
+                    .timed(key, &clock, async {
+                        self.client
+                            .upload_part()
+                            .bucket(&self.loc.bucket)
+                            .key(&full)
+                            .upload_id(&upload_id)
+                            .part_number(number)
+                            .content_length(n as i64)
+                            .body(body)
+                            .send()
+                            .await
+                            .map_err(|e| self.map_err(key, e))
+                    })
+                    .await?;
                 self.counters.up.fetch_add(n, Relaxed);
                 parts.push(
                     CompletedPart::builder()
@@ -388,34 +594,49 @@ impl S3Backend {
                 number += 1;
             }
             self.counters.put.fetch_add(1, Relaxed);
-            self.client
-                .complete_multipart_upload()
-                .bucket(&self.loc.bucket)
-                .key(&full)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| self.map_err(key, e))?;
-            Ok(())
+            // Completing may take the store a while for large objects: allow for the size.
+            let clock = self.clock(len);
+            let done = self
+                .timed(key, &clock, async {
+                    self.client
+                        .complete_multipart_upload()
+                        .bucket(&self.loc.bucket)
+                        .key(&full)
+                        .upload_id(&upload_id)
+                        .multipart_upload(
+                            CompletedMultipartUpload::builder()
+                                .set_parts(Some(parts))
+                                .build(),
+                        )
+                        .send()
+                        .await
+                        .map_err(|e| self.map_err(key, e))
+                })
+                .await?;
+            Ok(done.e_tag().map(str::to_string))
         }
         .await;
         if result.is_err() {
             self.counters.delete.fetch_add(1, Relaxed);
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.loc.bucket)
-                .key(&full)
-                .upload_id(&upload_id)
-                .send()
-                .await;
+            let clock = self.clock(0);
+            let _ = tokio::time::timeout_at(
+                clock.deadline,
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.loc.bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .send(),
+            )
+            .await;
         }
         result
+    }
+
+    /// The most keys one listing may hold, and the most pages it may take to get them.
+    fn list_bounds() -> (usize, usize) {
+        let keys = crate::repository::limits::MAX_LIST;
+        (keys, keys / 100 + 100)
     }
 }
 
@@ -437,24 +658,36 @@ impl Backend for S3Backend {
     }
 
     fn create(&self) -> Result<()> {
+        let bucket = self.loc.bucket.clone();
         self.rt.block_on(async {
             self.counters.head.fetch_add(1, Relaxed);
-            match self.client.head_bucket().bucket(&self.loc.bucket).send().await {
+            let clock = self.clock(0);
+            let head = self
+                .timed(&bucket, &clock, async {
+                    Ok(self.client.head_bucket().bucket(&bucket).send().await)
+                })
+                .await?;
+            match head {
                 Ok(_) => return Ok(()),
                 Err(e) if Self::status_of(&e) == Some(404) => {}
-                Err(e) => return Err(self.map_err(&self.loc.bucket, e)),
+                Err(e) => return Err(self.map_err(&bucket, e)),
             }
             self.counters.put.fetch_add(1, Relaxed);
-            match self.client.create_bucket().bucket(&self.loc.bucket).send().await {
+            let clock = self.clock(0);
+            let created = self
+                .timed(&bucket, &clock, async {
+                    Ok(self.client.create_bucket().bucket(&bucket).send().await)
+                })
+                .await?;
+            match created {
                 Ok(_) => Ok(()),
                 Err(e) => match e.as_service_error().and_then(|s| s.code()) {
                     Some("BucketAlreadyOwnedByYou") => Ok(()),
                     _ => Err(Error::Backend {
-                        key: self.loc.bucket.clone(),
+                        key: bucket.clone(),
                         message: format!(
-                            "bucket {:?} does not exist and could not be created ({}): create it in your provider's console",
-                            self.loc.bucket,
-                            self.map_err(&self.loc.bucket, e)
+                            "bucket {bucket:?} does not exist and could not be created ({}): create it in your provider's console",
+                            self.map_err(&bucket, e)
                         ),
                         retryable: false,
                     }),
@@ -463,60 +696,140 @@ impl Backend for S3Backend {
         })
     }
 
+    /// See [`Backend::get`]. A declared `Content-Length` above `max` is refused before any of
+    /// the body is read; a body that runs past `max` (or past its `Content-Length`) is cut off at
+    /// that point with a non-retryable error naming the key. A body shorter than its
+    /// `Content-Length` is a retryable "cut short" error. The request's deadline allows for
+    /// `Content-Length` bytes (or `max` when none is given).
     fn get(&self, key: &str, max: u64) -> Result<Vec<u8>> {
+        let full = self.full_key(key)?;
         self.rt.block_on(async {
             self.counters.get.fetch_add(1, Relaxed);
+            let mut clock = self.clock(max);
             let out = self
-                .client
-                .get_object()
-                .bucket(&self.loc.bucket)
-                .key(self.full_key(key)?)
-                .send()
-                .await
-                .map_err(|e| self.map_err(key, e))?;
-            let expect = out.content_length().map(|n| n as u64);
-            if let Some(n) = expect {
-                crate::backend::check_size(key, n, max)?;
+                .timed(key, &clock, async {
+                    self.client
+                        .get_object()
+                        .bucket(&self.loc.bucket)
+                        .key(full)
+                        .send()
+                        .await
+                        .map_err(|e| self.map_err(key, e))
+                })
+                .await?;
+            let declared = out.content_length().map(|n| n.max(0) as u64);
+            let limit = match declared {
+                Some(n) => {
+                    crate::backend::check_size(key, n, max)?;
+                    clock.deadline = clock.deadline.min(clock.start + self.timeouts.allowance(n));
+                    n
+                }
+                None => max,
+            };
+            let data = self
+                .read_body(key, out.body, limit, limit, &clock, |seen| Error::Backend {
+                    key: key.into(),
+                    message: match declared {
+                        Some(n) => format!(
+                            "store sent more than the {n} bytes its Content-Length announced ({seen} so far); stopped reading"
+                        ),
+                        None => format!(
+                            "store sent more than the {max} bytes an object of its kind may hold ({seen} so far); stopped reading"
+                        ),
+                    },
+                    retryable: false,
+                })
+                .await?;
+            if let Some(n) = declared
+                && data.len() as u64 != n
+            {
+                return Err(Error::Backend {
+                    key: key.into(),
+                    message: format!("short read: got {} of {n} bytes", data.len()),
+                    retryable: true,
+                });
             }
-            let data = self.read_body(key, out.body, expect).await?;
-            crate::backend::check_size(key, data.len() as u64, max)?;
             Ok(data)
         })
     }
 
+    /// See [`Backend::get_range`]: exactly `len` bytes or an error. A store that announces or
+    /// sends more than `len` bytes (an endless body, or the whole object for a range request) is
+    /// a non-retryable error naming the key, detected at byte `len + 1`; fewer is a
+    /// non-retryable "shorter than the requested range" (the object is too short), unless the
+    /// connection broke (retryable). The deadline allows for `len` bytes.
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         if len == 0 {
             return Ok(Vec::new());
         }
+        let full = self.full_key(key)?;
+        let short = || {
+            Error::corrupt(
+                key,
+                format!("object is shorter than the requested range {offset}+{len}"),
+            )
+        };
         self.rt.block_on(async {
             self.counters.get.fetch_add(1, Relaxed);
+            let clock = self.clock(len);
             let out = self
-                .client
-                .get_object()
-                .bucket(&self.loc.bucket)
-                .key(self.full_key(key)?)
-                .range(format!("bytes={}-{}", offset, offset + len - 1))
-                .send()
-                .await
-                .map_err(|e| match self.map_err(key, e) {
-                    Error::Backend { message, .. } if message.starts_with("416") => Error::corrupt(
-                        key,
-                        format!("object is shorter than the requested range {offset}+{len}"),
+                .timed(key, &clock, async {
+                    self.client
+                        .get_object()
+                        .bucket(&self.loc.bucket)
+                        .key(full)
+                        .range(format!("bytes={}-{}", offset, offset + len - 1))
+                        .send()
+                        .await
+                        .map_err(|e| match self.map_err(key, e) {
+                            Error::Backend { message, .. } if message.starts_with("416") => short(),
+                            other => other,
+                        })
+                })
+                .await?;
+            let declared = out.content_length().map(|n| n.max(0) as u64);
+            match declared {
+                Some(n) if n > len => {
+                    return Err(Error::Backend {
+                        key: key.into(),
+                        message: format!(
+                            "store answered the range {offset}+{len} with {n} bytes; refusing to read them"
+                        ),
+                        retryable: false,
+                    });
+                }
+                Some(n) if n < len => return Err(short()),
+                _ => {}
+            }
+            let bytes = self
+                .read_body(key, out.body, len, len, &clock, |seen| Error::Backend {
+                    key: key.into(),
+                    message: format!(
+                        "store sent more than the {len} bytes of the range {offset}+{len} ({seen} so far); stopped reading"
                     ),
-                    other => other,
-                })?;
-            let bytes = self.read_body(key, out.body, None).await?;
+                    retryable: false,
+                })
+                .await?;
             if bytes.len() as u64 != len {
-                return Err(Error::corrupt(
-                    key,
-                    format!("object is shorter than the requested range {offset}+{len}"),
-                ));
+                return Err(short());
             }
             Ok(bytes)
         })
     }
 
     fn put(&self, key: &str, payload: Payload<'_>, mode: PutMode) -> Result<PutOutcome> {
+        self.put_versioned(key, payload, mode).map(|(o, _)| o)
+    }
+
+    /// See [`Backend::put_versioned`]: the version is the `ETag` of the PutObject (or
+    /// CompleteMultipartUpload) answer, the same token [`Backend::list`] reports; `None` when
+    /// the object already existed or the store sent no `ETag`.
+    fn put_versioned(
+        &self,
+        key: &str,
+        payload: Payload<'_>,
+        mode: PutMode,
+    ) -> Result<(PutOutcome, Option<String>)> {
         self.rt.block_on(async {
             if let Payload::File(p) = payload {
                 let len = std::fs::metadata(p)
@@ -524,10 +837,10 @@ impl Backend for S3Backend {
                     .len();
                 if len > PART_SIZE {
                     if mode == PutMode::IfAbsent && self.exists(key).await? {
-                        return Ok(PutOutcome::AlreadyExists);
+                        return Ok((PutOutcome::AlreadyExists, None));
                     }
-                    self.put_multipart(key, p, len).await?;
-                    return Ok(PutOutcome::Written);
+                    let etag = self.put_multipart(key, p, len).await?;
+                    return Ok((PutOutcome::Written, etag));
                 }
             }
             if mode == PutMode::Overwrite {
@@ -546,74 +859,154 @@ impl Backend for S3Backend {
             }
             // Fallback: not atomic, but every create-only key is unique or content-addressed.
             if self.exists(key).await? {
-                return Ok(PutOutcome::AlreadyExists);
+                return Ok((PutOutcome::AlreadyExists, None));
             }
             self.put_single(key, payload, false).await
         })
     }
 
+    /// See [`Backend::list`]. Every listed key is checked before use: it must lie under the
+    /// repository prefix and `prefix`, and pass [`crate::backend::validate_key`]; any other
+    /// (non-ASCII, `..`, control characters, outside the prefix) is skipped with a warning that
+    /// quotes it escaped. A key listed twice is kept once. The listing is bounded: more than
+    /// [`crate::repository::limits::MAX_LIST`] keys, more pages than keys / 100 allow, a
+    /// repeated continuation token, or missing the listing deadline ([`Timeouts`]) is a
+    /// non-retryable error naming the prefix; each page is a request with its own deadline.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let full_prefix = if self.loc.prefix.is_empty() {
-            prefix.to_string()
+        let root = if self.loc.prefix.is_empty() {
+            String::new()
         } else {
-            format!("{}/{prefix}", self.loc.prefix)
+            format!("{}/", self.loc.prefix)
         };
-        let strip = if self.loc.prefix.is_empty() {
-            0
-        } else {
-            self.loc.prefix.len() + 1
+        let full_prefix = format!("{root}{prefix}");
+        let (max_keys, max_pages) = Self::list_bounds();
+        let fail = |message: String| Error::Backend {
+            key: prefix.to_string(),
+            message,
+            retryable: false,
         };
         self.rt.block_on(async {
-            let mut out = Vec::new();
+            let start = Instant::now();
+            // Key → (size, modified, version): each key held once, repeats cost nothing.
+            type Listed = (u64, Option<std::time::SystemTime>, Option<String>);
+            let mut found: BTreeMap<String, Listed> = BTreeMap::new();
+            let mut tokens: HashSet<[u8; 32]> = HashSet::new();
             let mut token: Option<String> = None;
+            let mut pages = 0usize;
+            let mut skipped = 0u64;
             loop {
+                pages += 1;
+                if pages > max_pages {
+                    return Err(fail(format!(
+                        "listing did not end after {max_pages} pages ({} keys): the store pages without end",
+                        found.len()
+                    )));
+                }
+                // One more second for every 1,000 distinct keys so far (repeats earn nothing).
+                let list_deadline =
+                    start + self.timeouts.list + Duration::from_millis(found.len() as u64);
+                if Instant::now() >= list_deadline {
+                    return Err(fail(format!(
+                        "listing did not finish within {}s (LIFEBOAT_S3_LIST_DEADLINE, plus 1s per 1000 keys): {} pages, {} keys so far",
+                        (list_deadline - start).as_secs(),
+                        pages - 1,
+                        found.len()
+                    )));
+                }
                 self.counters.list.fetch_add(1, Relaxed);
+                let mut clock = self.clock(1 << 20);
+                clock.deadline = clock.deadline.min(list_deadline);
                 let page = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(&self.loc.bucket)
-                    .prefix(&full_prefix)
-                    .set_continuation_token(token.clone())
-                    .send()
-                    .await
-                    .map_err(|e| self.map_err(prefix, e))?;
+                    .timed(prefix, &clock, async {
+                        self.client
+                            .list_objects_v2()
+                            .bucket(&self.loc.bucket)
+                            .prefix(&full_prefix)
+                            .set_continuation_token(token.clone())
+                            .send()
+                            .await
+                            .map_err(|e| self.map_err(prefix, e))
+                    })
+                    .await?;
                 for o in page.contents() {
-                    if let Some(k) = o.key()
-                        && k.len() > strip
-                    {
-                        out.push(ObjectInfo {
-                            key: k[strip..].to_string(),
-                            size: o.size().unwrap_or(0).max(0) as u64,
-                            modified: o
-                                .last_modified()
-                                .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
-                            version: o.e_tag().map(str::to_string),
-                        });
+                    let Some(k) = o.key() else { continue };
+                    let rel = k.strip_prefix(root.as_str()).filter(|rel| {
+                        rel.starts_with(prefix) && crate::backend::validate_key(rel).is_ok()
+                    });
+                    let Some(rel) = rel else {
+                        skipped += 1;
+                        if skipped <= 10 {
+                            tracing::warn!(
+                                "listing {prefix}: ignoring the listed key {k:?}: not a valid object key under {full_prefix:?}"
+                            );
+                        }
+                        continue;
+                    };
+                    if found.contains_key(rel) {
+                        continue;
                     }
+                    if found.len() >= max_keys {
+                        return Err(fail(format!(
+                            "listing holds more than {max_keys} keys; refusing to go on"
+                        )));
+                    }
+                    found.insert(
+                        rel.to_string(),
+                        (
+                            o.size().unwrap_or(0).max(0) as u64,
+                            o.last_modified()
+                                .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                            o.e_tag().map(str::to_string),
+                        ),
+                    );
                 }
                 match (page.is_truncated(), page.next_continuation_token()) {
-                    (Some(true), Some(t)) => token = Some(t.to_string()),
+                    (Some(true), Some(t)) => {
+                        if !tokens.insert(*blake3::hash(t.as_bytes()).as_bytes()) {
+                            return Err(fail(format!(
+                                "the store repeated a continuation token on page {pages}: the listing would never end"
+                            )));
+                        }
+                        token = Some(t.to_string());
+                    }
                     _ => break,
                 }
             }
-            // A store may repeat keys across out-of-order pages; keep each once.
-            out.sort_by(|a, b| a.key.cmp(&b.key));
-            out.dedup_by(|a, b| a.key == b.key);
-            Ok(out)
+            if skipped > 10 {
+                tracing::warn!(
+                    "listing {prefix}: ignored {skipped} invalid listed keys in all (the first 10 are named above)"
+                );
+            }
+            // A store may repeat keys across out-of-order pages; each is kept once, in order.
+            Ok(found
+                .into_iter()
+                .map(|(key, (size, modified, version))| ObjectInfo {
+                    key,
+                    size,
+                    modified,
+                    version,
+                })
+                .collect())
         })
     }
 
     fn delete(&self, key: &str) -> Result<()> {
+        let full = self.full_key(key)?;
         self.rt.block_on(async {
             self.counters.delete.fetch_add(1, Relaxed);
-            match self
-                .client
-                .delete_object()
-                .bucket(&self.loc.bucket)
-                .key(self.full_key(key)?)
-                .send()
-                .await
-            {
+            let clock = self.clock(0);
+            let r = self
+                .timed(key, &clock, async {
+                    Ok(self
+                        .client
+                        .delete_object()
+                        .bucket(&self.loc.bucket)
+                        .key(full)
+                        .send()
+                        .await)
+                })
+                .await?;
+            match r {
                 Ok(_) => Ok(()),
                 Err(e) => match self.map_err(key, e) {
                     Error::NotFound { .. } => Ok(()),

@@ -2,6 +2,11 @@
 //! no-change backup against S3 lists and writes but hardly reads. Correct by construction: these
 //! objects are named by the BLAKE3 hash of their bytes, never change, and every cached read is
 //! verified against its name. Entries the repository no longer lists are dropped.
+//!
+//! Keys come from listings of an untrusted store, so none is ever turned into a path unless
+//! [`crate::backend::validate_key`] accepts it (no `..`, no leading `/`, printable ASCII only):
+//! every file the cache reads, writes or deletes lies inside its directory. Symbolic links found
+//! in the cache are never followed by `retain`.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -36,9 +41,21 @@ impl Cache {
         }
     }
 
+    /// The path caching `key`, or `None` (and a debug note) for a key that is not a valid
+    /// object key.
+    fn path(&self, key: &str) -> Option<PathBuf> {
+        match crate::backend::validate_key(key) {
+            Ok(()) => Some(self.dir.join(key)),
+            Err(_) => {
+                tracing::debug!("cache: not caching the invalid key {key:?}");
+                None
+            }
+        }
+    }
+
     /// A cached object, if present and intact.
     pub fn get(&self, key: &str, id: &Id) -> Option<Vec<u8>> {
-        let path = self.dir.join(key);
+        let path = self.path(key)?;
         let bytes = std::fs::read(&path).ok()?;
         if Id::of_bytes(&bytes) != *id {
             let _ = std::fs::remove_file(&path);
@@ -49,7 +66,7 @@ impl Cache {
 
     /// Stores a copy; failures only cost a later download, so they are logged, not returned.
     pub fn put(&self, key: &str, bytes: &[u8]) {
-        let path = self.dir.join(key);
+        let Some(path) = self.path(key) else { return };
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let r = path
             .parent()
@@ -64,30 +81,78 @@ impl Cache {
 
     /// Stores a copy of a file.
     pub fn put_file(&self, key: &str, src: &Path) {
+        if self.path(key).is_none() {
+            return;
+        }
         match std::fs::read(src) {
             Ok(b) => self.put(key, &b),
             Err(e) => tracing::debug!("cache: cannot read {}: {e}", src.display()),
         }
     }
 
-    /// Drops cached objects under `prefix` that are not in `live` (keys as listed).
+    /// Drops cached objects under `prefix` that are not in `live` (keys as listed). Only
+    /// regular files whose path below the cache directory is a valid key are removed; nothing
+    /// outside the cache directory is touched (a `prefix` that is not a valid key prefix does
+    /// nothing, and symbolic links are neither followed nor removed).
     pub fn retain(&self, prefix: &str, live: &HashSet<&str>) {
-        let mut stack = vec![self.dir.join(prefix)];
+        let top = prefix.trim_end_matches('/');
+        if !top.is_empty() && crate::backend::validate_key(top).is_err() {
+            tracing::debug!("cache: not pruning under the invalid prefix {prefix:?}");
+            return;
+        }
+        let mut stack = vec![self.dir.join(top)];
         while let Some(d) = stack.pop() {
             let Ok(rd) = std::fs::read_dir(&d) else {
                 continue;
             };
             for e in rd.flatten() {
+                let Ok(ft) = e.file_type() else { continue };
                 let p = e.path();
-                if p.is_dir() {
+                if ft.is_dir() {
                     stack.push(p);
-                } else if let Ok(rel) = p.strip_prefix(&self.dir) {
-                    let key = rel.to_string_lossy();
-                    if !live.contains(key.as_ref()) {
-                        let _ = std::fs::remove_file(&p);
-                    }
+                } else if ft.is_file()
+                    && let Ok(rel) = p.strip_prefix(&self.dir)
+                    && let Some(key) = rel.to_str()
+                    && crate::backend::validate_key(key).is_ok()
+                    && key.starts_with(prefix)
+                    && !live.contains(key)
+                {
+                    let _ = std::fs::remove_file(&p);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_keys_never_reach_the_file_system() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("cache");
+        let canary = tmp.path().join("canary");
+        std::fs::write(&canary, b"keep").unwrap();
+        let c = Cache::new(&base, "repo");
+        let id = Id::of_bytes(b"keep");
+        for key in [
+            "../canary",
+            "index/../../canary",
+            "/etc/passwd",
+            "snapshots/\u{e9}",
+        ] {
+            c.put(key, b"evil");
+            assert_eq!(c.get(key, &id), None, "{key}");
+        }
+        assert_eq!(std::fs::read(&canary).unwrap(), b"keep");
+        // A symbolic link inside the cache pointing outside is neither followed nor removed.
+        c.put("index/aa", b"x");
+        std::os::unix::fs::symlink(tmp.path(), base.join("repo/index/out")).unwrap();
+        c.retain("index/", &HashSet::new());
+        c.retain("../", &HashSet::new());
+        assert!(canary.exists());
+        assert!(!base.join("repo/index/aa").exists());
+        assert!(base.join("repo/index/out").symlink_metadata().is_ok());
     }
 }

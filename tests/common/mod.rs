@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod hostile_server;
 pub mod proxy;
 pub mod seaweed;
 
