@@ -20,8 +20,9 @@ pub const INDEX_SPLIT: usize = 16 * 1024 * 1024;
 /// last blob (at most a 4 MiB chunk, or one large tree) and the header may run past it.
 pub const PACK_SLACK: u64 = 64 * 1024 * 1024;
 /// Longest listing accepted for one prefix. A store that pages forever (or lists millions of
-/// keys under `keys/`) is refused rather than followed: 10 million packs is 320 TB.
-pub const MAX_LIST: usize = 10_000_000;
+/// keys under `keys/`) is refused rather than followed, within about 100 MB of listing held in
+/// memory: 500,000 packs is 16 TB at the default pack size, far beyond one volume.
+pub const MAX_LIST: usize = 500_000;
 
 /// The largest object acceptable under `key`, given the repository's pack size.
 pub fn max_object_size(key: &str, pack_size: u64) -> u64 {

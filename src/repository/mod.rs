@@ -433,7 +433,11 @@ impl Repository {
                     self.salvage_pack(&id, &info.key)
                 } else {
                     let bytes = self.verify_pack(&id, Some(&info))?;
-                    Ok((id, pack::parse_pack(&self.key, &info.key, &bytes)?, Vec::new()))
+                    Ok((
+                        id,
+                        pack::parse_pack(&self.key, &info.key, &bytes)?,
+                        Vec::new(),
+                    ))
                 }
             });
             (info.key, r)
@@ -561,9 +565,35 @@ impl Repository {
         Ok(Index::from_files(&self.index_files_lenient()?, marked))
     }
 
-    /// Stores an index object under the hash of its bytes.
+    /// Stores an index object under the hash of its bytes; returns the id of the last object
+    /// written. An index larger than [`limits::INDEX_SPLIT`] is written as several objects, so
+    /// that none exceeds what readers accept ([`limits::MAX_INDEX`]); the superseded list goes in
+    /// the last one, so a crash part-way leaves the old objects live beside the new parts (their
+    /// union lists every pack) and never a gap.
     pub fn save_index(&self, f: &IndexFile) -> Result<Id> {
-        self.put_immutable("index", &f.encode(&self.key))
+        const PACK_BYTES: usize = 36;
+        const ENTRY_BYTES: usize = 46;
+        let mut parts: Vec<IndexFile> = vec![IndexFile::default()];
+        let mut size = 0usize;
+        for (pack, entries) in &f.packs {
+            let n = PACK_BYTES + ENTRY_BYTES * entries.len();
+            if size + n > limits::INDEX_SPLIT && size > 0 {
+                parts.push(IndexFile::default());
+                size = 0;
+            }
+            size += n;
+            parts
+                .last_mut()
+                .expect("one part")
+                .packs
+                .push((*pack, entries.clone()));
+        }
+        parts.last_mut().expect("one part").supersedes = f.supersedes.clone();
+        let mut last = None;
+        for part in &parts {
+            last = Some(self.put_immutable("index", &part.encode(&self.key))?);
+        }
+        Ok(last.expect("one part"))
     }
 
     /// Stores a snapshot; the last write of a backup.
@@ -619,10 +649,8 @@ impl Repository {
 
     fn load_snapshots(&self, strict: bool) -> Result<Vec<(Id, Snapshot)>> {
         let (good, damaged) = self.snapshots_with_damage()?;
-        if let Some((_, e, _)) = damaged.into_iter().next() {
-            if strict {
-                return Err(e);
-            }
+        if strict && let Some((_, e, _)) = damaged.into_iter().next() {
+            return Err(e);
         }
         Ok(good)
     }
@@ -685,9 +713,26 @@ impl Repository {
     /// With `fallback`, damage is only warned about and the newest readable snapshot is chosen;
     /// the caller says which one it restored.
     pub fn find_latest(&self, name: Option<&str>, fallback: bool) -> Result<(Id, Snapshot)> {
-        self.latest(name, fallback)?.ok_or_else(|| match name {
-            Some(n) => Error::invalid(format!("no snapshot for volume name {n:?} yet")),
-            None => Error::invalid("the repository has no snapshots yet"),
+        if let Some(found) = self.latest(name, fallback)? {
+            return Ok(found);
+        }
+        let future = self
+            .snapshots()?
+            .into_iter()
+            .filter(|(_, s)| s.future_dated && name.is_none_or(|n| s.name == n))
+            .count();
+        let whose = match name {
+            Some(n) => format!("volume name {n:?}"),
+            None => "the repository".into(),
+        };
+        Err(if future > 0 {
+            Error::invalid(format!(
+                "{whose} has only future-dated snapshots ({future}), which are never taken as latest: check this machine's and the writer's clocks, or restore one by its id"
+            ))
+        } else if let Some(n) = name {
+            Error::invalid(format!("no snapshot for volume name {n:?} yet"))
+        } else {
+            Error::invalid("the repository has no snapshots yet")
         })
     }
 

@@ -463,9 +463,12 @@ fn list(c: &mut TcpStream, ctx: &Ctx, q: &dyn Fn(&str) -> Option<String>) -> std
             "<NextContinuationToken>{next}</NextContinuationToken>"
         ));
     }
+    // Every object was written moments ago by the test: "now" is an honest write time (a fixed
+    // old date would make every snapshot future-dated, which lifeboat rightly refuses as latest).
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S.000Z");
     for (k, size, tag) in page {
         x.push_str(&format!(
-            "<Contents><Key>{}</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified><ETag>{}</ETag><Size>{size}</Size><StorageClass>STANDARD</StorageClass></Contents>",
+            "<Contents><Key>{}</Key><LastModified>{now}</LastModified><ETag>{}</ETag><Size>{size}</Size><StorageClass>STANDARD</StorageClass></Contents>",
             xml_escape(k),
             xml_escape(tag)
         ));
