@@ -106,8 +106,8 @@ if [ -f "$LIFEBOAT_PATH/db/records" ]; then echo "FOUND $(wc -l < "$LIFEBOAT_PAT
   ln -s records "$LIFEBOAT_PATH/db/link"
   echo nested > "$LIFEBOAT_PATH/db/sub/n.txt"
 fi
-echo $$ > "$PIDFILE"
 trap 'echo "got TERM" >> "$LIFEBOAT_PATH/db/term.log"; exit 42' TERM
+echo $$ > "$PIDFILE"
 while true; do sleep 0.05; done
 "#;
 
