@@ -114,6 +114,12 @@ fn backup_and_restore_through_seaweedfs_are_byte_identical_and_cheap_when_unchan
         "only the snapshot and writer record are written: {req}"
     );
     assert_eq!(req["delete"], 1, "{req}");
+    // Every reused pack was vouched for by the verified-pack ledger (the ETag returned by each
+    // upload matches the one listed), so none was downloaded again (FORMAT.md §11b).
+    assert!(
+        req["bytes_down"].as_u64().unwrap() < 1 << 20,
+        "a no-change backup downloaded packs: {req}"
+    );
 
     let target = tmp.path().join("restored");
     let r = json(
