@@ -22,7 +22,8 @@ pub enum ReadData {
     None,
     /// Every pack.
     All,
-    /// A random fraction (0..=1) of packs.
+    /// Packs chosen at random (a different choice each run) until they hold at least this
+    /// fraction (0..=1) of all pack bytes; at least one pack when the fraction is above zero.
     Fraction(f64),
     /// Part `n` of `t` (1-based), by pack id, so `1/7` … `7/7` over a week covers everything.
     Part(u32, u32),
@@ -248,21 +249,20 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     r.data_blobs = seen_data.len() as u64;
 
     // Full reads.
-    let mut to_read: Vec<Id> = header_ok
-        .iter()
-        .copied()
-        .filter(|id| match read_data {
-            ReadData::None => false,
-            ReadData::All => true,
-            ReadData::Fraction(f) => {
-                let x = u64::from_le_bytes(crate::crypto::random_bytes());
-                (x as f64 / u64::MAX as f64) < f
-            }
-            ReadData::Part(n, t) => {
-                u32::from_le_bytes(id.0[..4].try_into().expect("4")) % t == n - 1
-            }
-        })
-        .collect();
+    let mut to_read: Vec<Id> = match read_data {
+        ReadData::Fraction(f) => fraction_of_bytes(&header_ok, &sizes, f),
+        _ => header_ok
+            .iter()
+            .copied()
+            .filter(|id| match read_data {
+                ReadData::None | ReadData::Fraction(_) => false,
+                ReadData::All => true,
+                ReadData::Part(n, t) => {
+                    u32::from_le_bytes(id.0[..4].try_into().expect("4")) % t == n - 1
+                }
+            })
+            .collect(),
+    };
     to_read.sort();
     r.packs_read = to_read.len() as u64;
     let read_errors = crate::parallel::map(to_read, 2, |id| verify_pack(repo, &id, sizes[&id]));
@@ -270,6 +270,33 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
         r.errors.push(e);
     }
     Ok(r)
+}
+
+/// Packs in a random order (keyed by a fresh seed, so successive runs cover different packs),
+/// taken until they hold at least `f` of all pack bytes: the amount read is what was asked for,
+/// not a coin toss per pack that can read nothing.
+fn fraction_of_bytes(candidates: &HashSet<Id>, sizes: &HashMap<Id, u64>, f: f64) -> Vec<Id> {
+    if f <= 0.0 || candidates.is_empty() {
+        return Vec::new();
+    }
+    let total: u64 = candidates.iter().map(|id| sizes[id]).sum();
+    let want = (total as f64 * f).ceil() as u64;
+    let seed: [u8; 32] = crate::crypto::random_bytes();
+    let mut order: Vec<(blake3::Hash, Id)> = candidates
+        .iter()
+        .map(|id| (blake3::keyed_hash(&seed, &id.0), *id))
+        .collect();
+    order.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut got = 0u64;
+    let mut out = Vec::new();
+    for (_, id) in order {
+        if got >= want && !out.is_empty() {
+            break;
+        }
+        got += sizes[&id];
+        out.push(id);
+    }
+    out
 }
 
 fn display(p: &str) -> &str {

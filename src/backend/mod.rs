@@ -173,5 +173,32 @@ pub fn open(location: &str) -> Result<Box<dyn Backend>> {
             "no repository given: pass --repo PATH or set LIFEBOAT_REPOSITORY",
         ));
     }
+    refuse_foreign_scheme(location)?;
     Ok(Box::new(LocalBackend::new(location)))
+}
+
+/// A location that looks like a URL of another scheme (`https://gateway.storjshare.io/bucket`)
+/// would otherwise become a local directory named `https:` — backups that die with the container.
+/// Refused, with the spelling that works.
+fn refuse_foreign_scheme(location: &str) -> Result<()> {
+    let Some((scheme, rest)) = location.split_once("://") else {
+        return Ok(());
+    };
+    let is_scheme = !scheme.is_empty()
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme {
+        return Ok(());
+    }
+    let hint = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "https" => format!("did you mean s3:{location}?"),
+        _ => format!(
+            "use s3:https://HOST/BUCKET/PREFIX, s3://BUCKET/PREFIX, a directory path or file:PATH (not {scheme}://{rest})"
+        ),
+    };
+    Err(crate::Error::invalid(format!(
+        "repository {location:?} is not a location lifeboat knows: {hint} (a local directory named {scheme}: would not survive the container)"
+    )))
 }

@@ -650,11 +650,17 @@ fn root_cause(e: &dyn std::error::Error) -> String {
 }
 
 impl Backend for S3Backend {
+    /// The location in the exact form `--repo` accepts, so it can be pasted back.
     fn location(&self) -> String {
-        let ep = self.loc.endpoint.clone().unwrap_or_else(|| "s3".into());
-        format!("{ep}/{}/{}", self.loc.bucket, self.loc.prefix)
-            .trim_end_matches('/')
-            .to_string()
+        let base = match &self.loc.endpoint {
+            Some(ep) => format!("s3:{ep}/{}", self.loc.bucket),
+            None => format!("s3://{}", self.loc.bucket),
+        };
+        if self.loc.prefix.is_empty() {
+            base
+        } else {
+            format!("{base}/{}", self.loc.prefix)
+        }
     }
 
     fn create(&self) -> Result<()> {

@@ -426,17 +426,39 @@ struct DemoArgs {
 /// Parses arguments, runs the command, prints any error as one line, returns the exit code.
 pub fn main() -> ExitCode {
     if let Err(e) = crate::agent::config::load_config_file() {
-        eprintln!("lifeboat: {}", one_line(&e));
+        say_error(&e);
         return ExitCode::from(e.exit_code());
     }
     let cli = Cli::parse();
+    let agent = matches!(cli.command, Command::Run(_) | Command::Daemon(_));
+    if !agent {
+        restore_sigpipe();
+    }
     init_logging(&cli.global);
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("lifeboat: {}", one_line(&e));
+            say_error(&e);
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Prints the one-line error. Never panics: with stderr closed there is nobody to tell, and the
+/// exit code still says it.
+fn say_error(e: &Error) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "lifeboat: {}", one_line(e));
+}
+
+/// A CLI command whose output pipe closes (`lifeboat ls latest | head`) ends quietly, killed by
+/// SIGPIPE like every Unix filter (status 141 in a shell), instead of panicking on EPIPE. Rust
+/// ignores SIGPIPE by default; the agent keeps it that way (a closed log stream must not kill
+/// it), every other command gets the default action back.
+fn restore_sigpipe() {
+    // SAFETY: resetting a signal disposition to its default before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -464,9 +486,16 @@ fn init_logging(g: &Global) {
     };
     let filter =
         EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // Colour only on a terminal and never with NO_COLOR: container logs are files and pipes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        // A failed log write (stderr closed) is dropped: the default reports it with eprintln!,
+        // which panics on EPIPE and would take the agent (and its final backup) down with it.
+        .log_internal_errors(false)
         .with_target(false);
     if std::env::var("LIFEBOAT_LOG_FORMAT").as_deref() == Ok("json") {
         let _ = builder.json().try_init();

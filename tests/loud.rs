@@ -1,0 +1,197 @@
+//! No silent success at the edges: a repository URL of another scheme is refused (it would have
+//! become a local directory that dies with the container), a CLI command whose output pipe closes
+//! ends quietly instead of panicking, the agent survives its log stream closing and still takes
+//! its final backup, logs carry no colour codes when they are not a terminal, and
+//! `--read-data-subset N%` reads at least N% of the pack bytes.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("LIFEBOAT_PASSWORD", PASSWORD);
+    c
+}
+
+#[test]
+fn a_url_without_s3_prefix_is_refused_not_made_a_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    for url in [
+        "https://gateway.storjshare.io/my-bucket/pg",
+        "http://127.0.0.1:9/bucket/pg",
+        "ftp://host/x",
+    ] {
+        let out = bin()
+            .current_dir(tmp.path())
+            .env("LIFEBOAT_REPOSITORY", url)
+            .arg("init")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{url}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(url), "{err}");
+        if url.starts_with("http") {
+            assert!(err.contains(&format!("did you mean s3:{url}?")), "{err}");
+        }
+        let out = bin()
+            .current_dir(tmp.path())
+            .env("LIFEBOAT_REPOSITORY", url)
+            .args(["config", "check"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "config check passed {url}");
+    }
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "nothing created locally"
+    );
+}
+
+#[test]
+fn a_closed_output_pipe_ends_a_command_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let src = tmp.path().join("src");
+    cli_init(&repo);
+    for i in 0..3000 {
+        write(&src.join(format!("d{}/f{i}", i % 10)), b"x");
+    }
+    let out = lifeboat(&repo)
+        .args(["backup", "--name", "v"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for args in [&["ls", "latest"][..], &["--json", "ls", "latest"][..]] {
+        let mut child = lifeboat(&repo)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        // The reader goes away, like `| head -1`.
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}
+
+#[test]
+fn the_agent_outlives_its_log_stream_and_still_takes_the_final_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let volume = tmp.path().join("vol");
+    cli_init(&repo);
+    std::fs::create_dir_all(&volume).unwrap();
+    write(&volume.join("data.txt"), b"precious");
+    let mut child = bin()
+        .env("LIFEBOAT_REPOSITORY", &repo)
+        .env("LIFEBOAT_PATH", &volume)
+        .env("LIFEBOAT_NAME", "vol")
+        .env("LIFEBOAT_CACHE_DIR", tmp.path().join("cache"))
+        .env("LIFEBOAT_LEASE_TTL", "3s")
+        .env("LIFEBOAT_SCHEDULE", "off")
+        .args(["run", "--", "sh", "-c", "while true; do sleep 0.05; done"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read until the app is up, then close the log stream.
+    let mut log = BufReader::new(child.stderr.take().unwrap());
+    let start = Instant::now();
+    let mut line = String::new();
+    let mut plain = true;
+    loop {
+        line.clear();
+        assert!(log.read_line(&mut line).unwrap() > 0, "agent ended early");
+        plain &= !line.contains('\u{1b}');
+        if line.contains("app started") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no app start");
+    }
+    assert!(plain, "colour codes in a log that is not a terminal");
+    drop(log);
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert_ne!(status.code(), Some(101), "the agent panicked");
+    assert!(status.signal().is_none(), "the agent died of {status:?}");
+    let out = lifeboat(&repo)
+        .args(["--json", "snapshots"])
+        .output()
+        .unwrap();
+    let snaps: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        snaps
+            .iter()
+            .any(|s| s["labels"]["lifeboat.reason"] == "final"),
+        "no final backup after the log stream closed: {snaps:?}"
+    );
+}
+
+#[test]
+fn read_data_subset_reads_at_least_the_share_asked_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let src = tmp.path().join("src");
+    cli_init(&repo);
+    for i in 0..8 {
+        write(&src.join(format!("f{i}")), &random_bytes(700_000, i));
+    }
+    let out = lifeboat(&repo)
+        .args(["backup", "--name", "v"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let packs = count_packs(&repo);
+    assert!(packs >= 4, "{packs} packs");
+    for _ in 0..5 {
+        let out = lifeboat(&repo)
+            .args(["--json", "check", "--read-data-subset", "10%"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v["report"]["packs_read"].as_u64().unwrap() >= 1, "{v}");
+    }
+    let out = lifeboat(&repo)
+        .args(["--json", "check", "--read-data-subset", "100%"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["report"]["packs_read"].as_u64().unwrap(), packs, "{v}");
+}
+
+fn count_packs(repo: &Path) -> u64 {
+    let mut n = 0;
+    for d in std::fs::read_dir(repo.join("data")).unwrap().flatten() {
+        n += std::fs::read_dir(d.path()).unwrap().count() as u64;
+    }
+    n
+}
