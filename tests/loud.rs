@@ -195,3 +195,29 @@ fn count_packs(repo: &Path) -> u64 {
     }
     n
 }
+
+#[test]
+fn no_s3_credentials_fail_at_once_naming_the_variables() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (env, expect) in [
+        (vec![], "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+        (
+            vec![("AWS_ACCESS_KEY_ID", "k")],
+            "AWS_SECRET_ACCESS_KEY is not",
+        ),
+    ] {
+        let start = Instant::now();
+        let out = bin()
+            .env("HOME", tmp.path())
+            .env("LIFEBOAT_REPOSITORY", "s3:http://127.0.0.1:9/bucket/x")
+            .envs(env)
+            .arg("snapshots")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(expect), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    }
+}

@@ -219,9 +219,51 @@ fn env_secret(name: &str) -> Result<Option<String>> {
     if let Ok(path) = std::env::var(format!("{name}_FILE")) {
         let v = std::fs::read_to_string(&path)
             .map_err(|e| Error::io(format!("cannot read {name}_FILE={path}"), e))?;
-        return Ok(Some(v.trim_end_matches(['\n', '\r']).to_string()));
+        let v = v.trim_end_matches(['\n', '\r']).to_string();
+        if v.is_empty() {
+            return Err(Error::invalid(format!(
+                "{name}_FILE={path} is empty: put the secret in it, or unset {name}_FILE"
+            )));
+        }
+        return Ok(Some(v));
     }
     Ok(std::env::var(name).ok().filter(|v| !v.is_empty()))
+}
+
+/// Refuses a half-given key pair, and no credentials at all when nothing else the SDK would use
+/// (a profile, web identity, container credentials, `~/.aws/credentials`) is there either: the
+/// SDK would otherwise spend seconds on retries and end in "IMDS is disabled", naming nothing
+/// the user set.
+fn check_credentials(key_id: &Option<String>, secret: &Option<String>) -> Result<()> {
+    match (key_id, secret) {
+        (Some(_), Some(_)) => Ok(()),
+        (Some(_), None) => Err(Error::invalid(
+            "AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not: set both (or their _FILE forms)",
+        )),
+        (None, Some(_)) => Err(Error::invalid(
+            "AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not: set both (or their _FILE forms)",
+        )),
+        (None, None) => {
+            let other = [
+                "AWS_PROFILE",
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                "AWS_SHARED_CREDENTIALS_FILE",
+            ]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+                || std::env::var_os("HOME")
+                    .is_some_and(|h| std::path::Path::new(&h).join(".aws/credentials").exists());
+            if other {
+                Ok(())
+            } else {
+                Err(Error::invalid(
+                    "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID_FILE and AWS_SECRET_ACCESS_KEY_FILE) to the bucket's access key",
+                ))
+            }
+        }
+    }
 }
 
 impl S3Backend {
@@ -239,6 +281,7 @@ impl S3Backend {
         let key_id = env_secret("AWS_ACCESS_KEY_ID")?;
         let secret = env_secret("AWS_SECRET_ACCESS_KEY")?;
         let token = env_secret("AWS_SESSION_TOKEN")?;
+        check_credentials(&key_id, &secret)?;
         let shared = rt.block_on(
             aws_config::defaults(BehaviorVersion::latest())
                 .region(Region::new(region))
