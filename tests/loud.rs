@@ -218,6 +218,46 @@ fn no_s3_credentials_fail_at_once_naming_the_variables() {
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains(expect), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
-        assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[test]
+fn errors_name_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    cli_init(&repo);
+    let out = lifeboat(&repo).arg("backup").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nothing to back up") && !err.contains("volume name"),
+        "{err}"
+    );
+    for (var, value, expect) in [
+        (
+            "LIFEBOAT_SCHEDULE",
+            "61 * * * *",
+            "minute 61 is outside 0-59",
+        ),
+        ("LIFEBOAT_SCHEDULE", "0 25 * * *", "hour 25 is outside 0-23"),
+        (
+            "LIFEBOAT_TIMEZONE",
+            "Mars/Base",
+            "LIFEBOAT_TIMEZONE=\"Mars/Base\"",
+        ),
+    ] {
+        let out = lifeboat(&repo)
+            .env(var, value)
+            .args(["config", "check", "--path"])
+            .arg(tmp.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={value} passed");
+        assert!(err.contains(expect), "{var}={value}: {err}");
     }
 }

@@ -31,12 +31,48 @@ pub enum Schedule {
     Off,
 }
 
+/// Names the cron field whose number is out of range (croner only says "Number out of bounds").
+fn out_of_range(t: &str) -> Option<String> {
+    let fields: Vec<&str> = t.split_whitespace().collect();
+    let names: &[(&str, u32, u32)] = match fields.len() {
+        5 => &[
+            ("minute", 0, 59),
+            ("hour", 0, 23),
+            ("day of month", 1, 31),
+            ("month", 1, 12),
+            ("weekday", 0, 7),
+        ],
+        6 => &[
+            ("second", 0, 59),
+            ("minute", 0, 59),
+            ("hour", 0, 23),
+            ("day of month", 1, 31),
+            ("month", 1, 12),
+            ("weekday", 0, 7),
+        ],
+        _ => return None,
+    };
+    for (field, (name, lo, hi)) in fields.iter().zip(names) {
+        for part in field.split([',', '-', '/']) {
+            if let Ok(n) = part.parse::<u32>()
+                && !(*lo..=*hi).contains(&n)
+                && !field.contains(&format!("/{part}"))
+            {
+                return Some(format!("{name} {n} is outside {lo}-{hi}"));
+            }
+        }
+    }
+    None
+}
+
 impl Schedule {
     /// Parses `text` with fields read in time zone `tz` (an IANA name like `Europe/Berlin`).
     pub fn parse(text: &str, tz: &str) -> Result<Schedule, String> {
         let t = text.trim();
         let tz = Tz::from_str(tz.trim()).map_err(|_| {
-            format!("unknown time zone {tz:?}: use an IANA name such as UTC or Europe/Berlin")
+            format!(
+                "LIFEBOAT_TIMEZONE={tz:?} is not a time zone: use an IANA name such as UTC or Europe/Berlin"
+            )
         })?;
         if t.eq_ignore_ascii_case("off") || t.eq_ignore_ascii_case("never") {
             return Ok(Schedule::Off);
@@ -59,7 +95,10 @@ impl Schedule {
             .year(Year::Disallowed)
             .build()
             .parse(t)
-            .map_err(|e| format!("schedule {t:?}: {e}"))?;
+            .map_err(|e| match out_of_range(t) {
+                Some(why) => format!("schedule {t:?}: {why}"),
+                None => format!("schedule {t:?}: {e}"),
+            })?;
         Ok(Schedule::Cron {
             cron: Box::new(cron),
             tz,

@@ -63,6 +63,11 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Backup(a) => {
+            if a.stdin_from_command.is_none() && a.paths.is_empty() {
+                return Err(Error::invalid(
+                    "nothing to back up: give one or more paths, or --stdin-from-command CMD",
+                ));
+            }
             let repo = open(g)?;
             let source = match &a.stdin_from_command {
                 Some(cmd) => Source::Command {
