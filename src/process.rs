@@ -12,9 +12,42 @@ use std::sync::Mutex;
 
 static OWN: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
 
+/// lifeboat's own secrets: the repository password, the control token and the storage
+/// credentials (each also in its `_FILE` form). The app, hooks and dump/restore commands do not
+/// inherit them, so `lifeboat run -- sh -c env` (or an app that logs its environment, or a
+/// compromised app) does not hand out the keys to the backups. `LIFEBOAT_PASS_SECRETS=true`
+/// passes them through for an app that really shares them.
+pub const SECRETS: [&str; 6] = [
+    "LIFEBOAT_PASSWORD",
+    "LIFEBOAT_NEW_PASSWORD",
+    "LIFEBOAT_CONTROL_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
+/// Whether `LIFEBOAT_PASS_SECRETS` asks for lifeboat's secrets to reach children.
+fn pass_secrets() -> bool {
+    matches!(
+        std::env::var("LIFEBOAT_PASS_SECRETS")
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+            .as_str(),
+        "1" | "true" | "yes"
+    )
+}
+
 /// Starts `cmd` and records it as one of lifeboat's own children, to be waited for by the
-/// caller. Call [`done`] once it has been waited for.
+/// caller. Call [`done`] once it has been waited for. The child does not inherit [`SECRETS`]
+/// unless `LIFEBOAT_PASS_SECRETS` is set.
 pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    if !pass_secrets() {
+        for name in SECRETS {
+            cmd.env_remove(name);
+            cmd.env_remove(format!("{name}_FILE"));
+        }
+    }
     let mut own = OWN.lock().unwrap_or_else(|e| e.into_inner());
     let child = cmd.spawn()?;
     own.get_or_insert_with(HashSet::new).insert(child.id());
