@@ -16,9 +16,9 @@
 //!   (initialise the data directory, set the passwords, run a temporary socket-only server for
 //!   the initialisation as the PostgreSQL and MySQL/MariaDB images do, drop root privileges)
 //!   and then execs the server, listening on loopback at a free port.
-//! - The clients find that server through their standard variables (`PGHOST`/`PGPORT`,
-//!   `MYSQL_UNIX_PORT`/`MYSQL_TCP_PORT`); `redis-cli`, which has none, gets a `-p PORT` shim
-//!   first in `PATH`. MySQL 8.4 is stood in for by Debian's MariaDB (`mysqldump`/`mysql` are
+//! - The clients find that server through their standard means: `PGHOST`/`PGPORT`, the user's
+//!   `~/.my.cnf` (`HOME` is the test's directory), and for `redis-cli`, which has neither, a
+//!   `-p PORT` shim first in `PATH`. MySQL 8.4 is stood in for by Debian's MariaDB (`mysqldump`/`mysql` are
 //!   MariaDB's), PostgreSQL 16 by Debian's PostgreSQL 15, Redis 7 by Debian's Redis 7.
 //!
 //! The servers come from `tests/install-servers.sh` (Debian packages, installed only when
@@ -207,7 +207,10 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(f.try_clone().unwrap())
             .stderr(f);
+        // TMPDIR is the servers' too: world-writable like /tmp.
         std::fs::create_dir_all(work.join("tmp")).unwrap();
+        std::fs::set_permissions(work.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+            .unwrap();
         Agent {
             child: Some(c.spawn().unwrap()),
             log: log.to_path_buf(),
@@ -467,5 +470,151 @@ fn postgres_dump_snippet_restores_its_dump_on_a_new_volume() {
     assert!(log2.contains("dump loaded into the app"), "{log2}");
     // Retries while the server starts are expected; an error from the dump itself is not.
     assert!(!log2.contains("already exists"), "{log2}");
+    assert!(!log2.contains("kept failing"), "{log2}");
+}
+
+/// Stand-in for the mysql/mariadb image's `docker-entrypoint.sh mysqld` (argument: the data
+/// directory): on an empty one, `mariadb-install-db`, a temporary socket-only server that drops
+/// the password-less `root@127.0.0.1`/`::1`/hostname accounts, sets the root password for
+/// `root@localhost` and creates `root@'%'` (the images' default `MYSQL_ROOT_HOST`), then the server itself with `skip-name-resolve`, as the images run it.
+const MYSQL_ENTRYPOINT: &str = r#"#!/bin/sh
+set -eu
+D="$1"
+USER_OPT=""
+if [ "$(id -u)" = 0 ]; then chown -R mysql "$D"; USER_OPT=--user=mysql; fi
+if [ ! -d "$D/mysql" ]; then
+    mariadb-install-db --no-defaults --datadir="$D" $USER_OPT \
+        --auth-root-authentication-method=normal --skip-test-db >/dev/null
+    mariadbd --no-defaults --datadir="$D" --socket="$SOCKET" --pid-file="$SERVER_PIDFILE" \
+        $USER_OPT --skip-networking &
+    pid=$!
+    i=0
+    until mariadb --no-defaults -uroot --socket="$SOCKET" -e 'SELECT 1' >/dev/null 2>&1; do
+        i=$((i + 1)); [ "$i" -lt 300 ] || exit 1; sleep 0.2
+    done
+    mariadb --no-defaults -uroot --socket="$SOCKET" <<SQL
+DROP USER IF EXISTS 'root'@'127.0.0.1', 'root'@'::1';
+EXECUTE IMMEDIATE CONCAT('DROP USER IF EXISTS root@\'', @@hostname, '\'');
+SET PASSWORD FOR 'root'@'localhost' = PASSWORD('$MYSQL_ROOT_PASSWORD');
+CREATE USER 'root'@'%' IDENTIFIED BY '$MYSQL_ROOT_PASSWORD';
+GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION;
+SQL
+    kill "$pid"
+    wait "$pid" || true
+fi
+exec mariadbd --no-defaults --datadir="$D" --socket="$SOCKET" --pid-file="$SERVER_PIDFILE" \
+    $USER_OPT --bind-address=127.0.0.1 --port="$PORT" --skip-name-resolve
+"#;
+
+#[test]
+fn mysql_snippet_restores_its_dump_on_a_new_volume() {
+    install_servers();
+    let sn = snippet("mysql.yaml", "mysql");
+    assert_eq!(sn.args, ["docker-entrypoint.sh", "mysqld"]);
+    assert!(
+        sn.get("LIFEBOAT_DUMP_COMMAND").is_some() && sn.get("LIFEBOAT_RESTORE_COMMAND").is_some()
+    );
+    let t = workdir();
+    let w = t.path();
+    let run = w.join("run");
+    std::fs::create_dir(&run).unwrap();
+    give_to("mysql", &run);
+    let socket = run.join("mysqld.sock");
+    let server_pidfile = run.join("mysqld.pid");
+    let port = free_port().to_string();
+    let repo = w.join("repo");
+    let entry = w.join("docker-entrypoint-standin.sh");
+    write_script(&entry, MYSQL_ENTRYPOINT);
+    // The clients (the snippet's commands and this test's) find the server through the user's
+    // own option file: Debian's /etc/mysql sets a socket path that beats MYSQL_UNIX_PORT.
+    std::fs::write(
+        w.join(".my.cnf"),
+        format!("[client]\nsocket={}\nport={port}\n", socket.display()),
+    )
+    .unwrap();
+    let client: Vec<(String, String)> = vec![("HOME".into(), w.display().to_string())];
+    let extra: Vec<(String, String)> = vec![
+        ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+        ("SOCKET".into(), socket.display().to_string()),
+        ("PORT".into(), port),
+        (
+            "SERVER_PIDFILE".into(),
+            server_pidfile.display().to_string(),
+        ),
+    ];
+    let root = format!("mysql -h127.0.0.1 -uroot -p{DB_PASSWORD} -N -B");
+    let app_sql = format!("mysql -h127.0.0.1 -uapp -p{APP_PASSWORD} -N -B appdb");
+    let query = format!(
+        "{app_sql} -e \"SELECT COUNT(*), SUM(CRC32(CONCAT(id, ':', payload))) FROM snippet_rows\""
+    );
+
+    // First lease: an empty volume, no snapshot yet.
+    let v1 = new_volume(w, "volume1");
+    let app1 = vec![entry.display().to_string(), v1.display().to_string()];
+    let mut a = Agent::start(
+        &sn.env_for(&v1, &repo),
+        &extra,
+        &app1,
+        w,
+        &w.join("run1.log"),
+        &server_pidfile,
+    );
+    wait_for(
+        "MariaDB to accept connections",
+        &mut a,
+        Duration::from_secs(120),
+        || sh(&format!("{root} -e 'SELECT 1'"), &client),
+    );
+    sh(
+        &format!(
+            "{root} -e \"CREATE DATABASE appdb; CREATE USER 'app'@'%' IDENTIFIED BY '{APP_PASSWORD}'; \
+             GRANT ALL ON appdb.* TO 'app'@'%'\""
+        ),
+        &client,
+    )
+    .unwrap();
+    sh(
+        &format!(
+            "{app_sql} -e \"CREATE TABLE snippet_rows (id INT PRIMARY KEY, payload VARCHAR(64) NOT NULL); \
+             INSERT INTO snippet_rows SELECT seq, MD5(seq) FROM seq_1_to_{ROWS}\""
+        ),
+        &client,
+    )
+    .unwrap();
+    let written = count_and_sum(&sh(&query, &client).unwrap()).unwrap();
+    let s = a.stop(Duration::from_secs(60));
+    let log1 = a.log();
+    assert!(log1.contains("final backup done"), "{s}:\n{log1}");
+    drop(a);
+
+    // Second lease: a new empty volume, the same repository.
+    let v2 = new_volume(w, "volume2");
+    let app2 = vec![entry.display().to_string(), v2.display().to_string()];
+    let started = Instant::now();
+    let mut b = Agent::start(
+        &sn.env_for(&v2, &repo),
+        &extra,
+        &app2,
+        w,
+        &w.join("run2.log"),
+        &server_pidfile,
+    );
+    let read = wait_for(
+        "the dump to be loaded",
+        &mut b,
+        Duration::from_secs(300),
+        || sh(&query, &client).and_then(|o| count_and_sum(&o)),
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    wait_for(
+        "the restore to finish",
+        &mut b,
+        Duration::from_secs(60),
+        || restored_marker(&v2),
+    );
+    report(&sn.file, &written, &read, seconds);
+    b.stop(Duration::from_secs(60));
+    let log2 = b.log();
+    assert!(log2.contains("dump loaded into the app"), "{log2}");
     assert!(!log2.contains("kept failing"), "{log2}");
 }
