@@ -618,3 +618,183 @@ fn mysql_snippet_restores_its_dump_on_a_new_volume() {
     assert!(log2.contains("dump loaded into the app"), "{log2}");
     assert!(!log2.contains("kept failing"), "{log2}");
 }
+
+/// Stand-in for the redis image's `docker-entrypoint.sh redis-server ARGS`: the data directory
+/// handed to the `redis` user, then the server itself (its own ARGS plus loopback, the port and
+/// a pid file).
+const REDIS_ENTRYPOINT: &str = r#"#!/bin/sh
+set -eu
+shift # redis-server
+if [ "$(id -u)" = 0 ]; then
+    chown -R redis "$DATA_DIR"
+    exec setpriv --reuid=redis --regid=redis --init-groups -- redis-server "$@" \
+        --bind 127.0.0.1 --port "$PORT" --pidfile "$SERVER_PIDFILE"
+fi
+exec redis-server "$@" --bind 127.0.0.1 --port "$PORT" --pidfile "$SERVER_PIDFILE"
+"#;
+
+/// Reads keys `snippet:1..=ROWS` back: how many hold their value, and an FNV-1a checksum of
+/// all the values read.
+fn redis_read(work: &Path, client: &[(String, String)]) -> Result<(usize, String), String> {
+    let gets = work.join("gets.txt");
+    let mut cmds = String::new();
+    for i in 1..=ROWS {
+        cmds.push_str(&format!("GET snippet:{i}\n"));
+    }
+    std::fs::write(&gets, cmds).unwrap();
+    let out = sh(&format!("redis-cli < {}", gets.display()), client)?;
+    let mut present = 0;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, line) in out.lines().enumerate() {
+        if line == redis_value(i + 1) {
+            present += 1;
+        }
+        for b in line.bytes().chain([b'\n']) {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    Ok((present, format!("{h:016x}")))
+}
+
+fn redis_value(i: usize) -> String {
+    format!(
+        "row-{i}-{:016x}",
+        (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    )
+}
+
+#[test]
+fn redis_snippet_restores_its_files_on_a_new_volume() {
+    install_servers();
+    let sn = snippet("redis.yaml", "redis");
+    assert_eq!(sn.args[..2], ["docker-entrypoint.sh", "redis-server"]);
+    assert!(sn.get("LIFEBOAT_DUMP_COMMAND").is_none(), "files mode");
+    let t = workdir();
+    let w = t.path();
+    let run = w.join("run");
+    std::fs::create_dir(&run).unwrap();
+    give_to("redis", &run);
+    let server_pidfile = run.join("redis.pid");
+    let port = free_port().to_string();
+    let repo = w.join("repo");
+    let entry = w.join("docker-entrypoint-standin.sh");
+    write_script(&entry, REDIS_ENTRYPOINT);
+    let bin = w.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let real = Command::new("sh")
+        .args(["-c", "command -v redis-cli"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    write_script(
+        &bin.join("redis-cli"),
+        &format!("#!/bin/sh\nexec {real} -p {port} \"$@\"\n"),
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let client: Vec<(String, String)> = vec![("PATH".into(), path)];
+    let app_for = |volume: &Path| -> Vec<String> {
+        std::iter::once(entry.display().to_string())
+            .chain(sn.args[1..].iter().map(|a| match a.strip_prefix(&sn.path) {
+                Some(rest) => format!("{}{rest}", volume.display()),
+                None => a.clone(),
+            }))
+            .collect()
+    };
+    let extra = |volume: &Path| -> Vec<(String, String)> {
+        let mut e = client.clone();
+        e.push(("PORT".into(), port.clone()));
+        e.push((
+            "SERVER_PIDFILE".into(),
+            server_pidfile.display().to_string(),
+        ));
+        e.push(("DATA_DIR".into(), volume.display().to_string()));
+        e
+    };
+
+    // First lease: an empty volume, no snapshot yet.
+    let v1 = new_volume(w, "volume1");
+    let mut a = Agent::start(
+        &sn.env_for(&v1, &repo),
+        &extra(&v1),
+        &app_for(&v1),
+        w,
+        &w.join("run1.log"),
+        &server_pidfile,
+    );
+    wait_for("Redis to answer", &mut a, Duration::from_secs(60), || {
+        sh("redis-cli PING", &client)
+    });
+    let sets = w.join("sets.txt");
+    let mut cmds = String::new();
+    for i in 1..=ROWS {
+        cmds.push_str(&format!("SET snippet:{i} {}\n", redis_value(i)));
+    }
+    std::fs::write(&sets, cmds).unwrap();
+    sh(
+        &format!("redis-cli < {} > /dev/null", sets.display()),
+        &client,
+    )
+    .unwrap();
+    let written = redis_read(w, &client).unwrap();
+    let s = a.stop(Duration::from_secs(60));
+    let log1 = a.log();
+    assert!(log1.contains("final backup done"), "{s}:\n{log1}");
+    drop(a);
+
+    // Second lease: a new empty volume, the same repository.
+    let v2 = new_volume(w, "volume2");
+    let started = Instant::now();
+    let mut b = Agent::start(
+        &sn.env_for(&v2, &repo),
+        &extra(&v2),
+        &app_for(&v2),
+        w,
+        &w.join("run2.log"),
+        &server_pidfile,
+    );
+    let read = wait_for(
+        "Redis to load the files",
+        &mut b,
+        Duration::from_secs(120),
+        || {
+            sh("redis-cli PING", &client)?;
+            redis_read(w, &client)
+        },
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    report(&sn.file, &written, &read, seconds);
+    b.stop(Duration::from_secs(60));
+    assert!(b.log().contains("volume restored"), "{}", b.log());
+}
+
+/// docs/SECURITY.md: the agent's key has no delete permission and retention is run by the
+/// owner, so no snippet sets the agent's retention or prune schedule. postgres-lifeboat.yaml is
+/// `sdl inject`'s output (tests/sdl.rs): it follows once inject stops adding `LIFEBOAT_KEEP_*`.
+#[test]
+fn snippets_leave_retention_to_the_owner() {
+    let mut checked = 0;
+    for e in std::fs::read_dir(root().join("sdl-snippets")).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".yaml") || name == "postgres-lifeboat.yaml" {
+            continue;
+        }
+        let v: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        for (_, svc) in v["services"].as_mapping().unwrap() {
+            for e in svc["env"].as_sequence().into_iter().flatten() {
+                let e = e.as_str().unwrap();
+                assert!(
+                    !e.starts_with("LIFEBOAT_KEEP_") && !e.starts_with("LIFEBOAT_PRUNE_SCHEDULE"),
+                    "{name}: {e} needs a delete-capable key on the agent"
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6, "{checked}");
+}
