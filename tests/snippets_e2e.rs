@@ -740,10 +740,24 @@ fn redis_snippet_restores_its_files_on_a_new_volume() {
     )
     .unwrap();
     let written = redis_read(w, &client).unwrap();
+    // The pre-backup hook as the agent runs it (`sh -c`, LIFEBOAT_REASON set): a scheduled
+    // backup needs the SAVE to succeed; the final one, after Redis stopped, goes ahead.
+    let hook = sn.get("LIFEBOAT_PRE_BACKUP").unwrap();
+    let reason = |r: &str| {
+        let mut e = client.clone();
+        e.push(("LIFEBOAT_REASON".into(), r.into()));
+        e
+    };
+    sh(hook, &reason("schedule")).unwrap();
     let s = a.stop(Duration::from_secs(60));
     let log1 = a.log();
     assert!(log1.contains("final backup done"), "{s}:\n{log1}");
     drop(a);
+    assert!(
+        sh(hook, &reason("schedule")).is_err(),
+        "SAVE answered after the stop"
+    );
+    sh(hook, &reason("final")).unwrap();
 
     // Second lease: a new empty volume, the same repository.
     let v2 = new_volume(w, "volume2");
