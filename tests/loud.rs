@@ -261,3 +261,41 @@ fn errors_name_what_is_wrong() {
         assert!(err.contains(expect), "{var}={value}: {err}");
     }
 }
+
+#[test]
+fn the_app_does_not_inherit_lifeboats_secrets_unless_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let volume = tmp.path().join("vol");
+    cli_init(&repo);
+    std::fs::create_dir_all(&volume).unwrap();
+    for pass in [false, true] {
+        let envfile = tmp.path().join(format!("env-{pass}"));
+        let mut c = bin();
+        c.env("LIFEBOAT_REPOSITORY", &repo)
+            .env("LIFEBOAT_PATH", &volume)
+            .env("LIFEBOAT_NAME", "vol")
+            .env("LIFEBOAT_CACHE_DIR", tmp.path().join("cache"))
+            .env("LIFEBOAT_LEASE_TTL", "3s")
+            .env("LIFEBOAT_SCHEDULE", "off")
+            .env("LIFEBOAT_CONTROL_TOKEN", "control-token-value")
+            .env("AWS_SECRET_ACCESS_KEY", "aws-secret-value")
+            .env("APP_SETTING", "kept")
+            .args(["run", "--", "sh", "-c"])
+            .arg(format!("env > {}", envfile.display()));
+        if pass {
+            c.env("LIFEBOAT_PASS_SECRETS", "true");
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(&envfile).unwrap();
+        assert!(env.contains("APP_SETTING=kept"), "{env}");
+        for secret in [PASSWORD, "control-token-value", "aws-secret-value"] {
+            assert_eq!(env.contains(secret), pass, "pass={pass} {secret}: {env}");
+        }
+    }
+}

@@ -85,7 +85,9 @@ const PRESETS: &[Preset] = &[
         image: "redis",
         entrypoint: &["docker-entrypoint.sh"],
         cmd: &["redis-server"],
-        env: &["LIFEBOAT_PRE_BACKUP=redis-cli SAVE"],
+        // The final backup runs after Redis has stopped (it saved on SIGTERM): SAVE then fails,
+        // and must not abort the backup that matters most.
+        env: &["LIFEBOAT_PRE_BACKUP=redis-cli SAVE || [ \"$LIFEBOAT_REASON\" = final ]"],
     },
 ];
 
@@ -262,9 +264,9 @@ pub fn inject(text: &str, opts: &InjectOptions) -> Result<Injected, String> {
         "LIFEBOAT_PASSWORD=<repository password>".to_string(),
         "AWS_ACCESS_KEY_ID=<S3 access key>".to_string(),
         "AWS_SECRET_ACCESS_KEY=<S3 secret key>".to_string(),
+        // No LIFEBOAT_KEEP_*: retention needs delete permission, which the agent's key should
+        // not have (docs/SECURITY.md); the owner runs `lifeboat forget … --prune`.
         "LIFEBOAT_SCHEDULE=@hourly".to_string(),
-        "LIFEBOAT_KEEP_HOURLY=24".to_string(),
-        "LIFEBOAT_KEEP_DAILY=30".to_string(),
     ];
     if let Some(p) = p {
         add.extend(p.env.iter().map(|s| s.to_string()));
