@@ -299,3 +299,30 @@ fn the_app_does_not_inherit_lifeboats_secrets_unless_asked() {
         }
     }
 }
+
+#[test]
+fn sdl_inject_takes_the_repository_from_dash_r() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = bin()
+        .args([
+            "sdl",
+            "inject",
+            "-r",
+            "s3:https://gateway.storjshare.io/my-bucket/pg",
+            "--service",
+            "postgres",
+        ])
+        .arg(root.join("sdl-snippets/postgres.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sdl = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        sdl.contains("LIFEBOAT_REPOSITORY=s3:https://gateway.storjshare.io/my-bucket/pg"),
+        "{sdl}"
+    );
+}

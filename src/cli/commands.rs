@@ -353,7 +353,8 @@ pub fn run(cli: Cli) -> Result<u8> {
                 entrypoint: (!a.entrypoint.is_empty()).then(|| a.entrypoint.clone()),
                 cmd: (!a.cmd.is_empty()).then(|| a.cmd.clone()),
                 name: a.name.clone(),
-                repo: a.repo_url.clone(),
+                // `-r/--repo` (or LIFEBOAT_REPOSITORY) is the repository here too, not ignored.
+                repo: a.repo_url.clone().or_else(|| g.repo.clone()),
                 mode,
                 image: a.image.clone(),
                 release_url: a.release_url.clone(),

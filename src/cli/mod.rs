@@ -134,7 +134,8 @@ struct SdlInjectArgs {
     /// Volume name (default: the service name).
     #[arg(long)]
     name: Option<String>,
-    /// Repository (default: a Storj bucket placeholder).
+    /// Repository the service backs up to (default: `-r/--repo` or LIFEBOAT_REPOSITORY if set,
+    /// else a Storj bucket placeholder).
     #[arg(long = "repo-url")]
     repo_url: Option<String>,
     /// `image` (build a small image; the Dockerfile goes to --dockerfile) or `bootstrap`
