@@ -258,7 +258,8 @@ pub fn run(cfg: AgentConfig, access: RepoAccess, mode: Mode) -> Result<u8> {
     let code = main_loop(&agent, mode, outcome, sig_rx, trigger_rx);
     let lease = agent.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(l) = lease {
-        l.release();
+        // Bounded by the shutdown deadline (a stalled store must not hold the exit).
+        shutdown::within_deadline("releasing the volume lease", move || l.release());
     }
     code
 }
@@ -468,7 +469,12 @@ fn main_loop(
         let deadline = stop_at.unwrap_or_else(Instant::now) + cfg.shutdown_backup_timeout;
         final_failed = !final_backup(agent, deadline);
     }
-    if final_failed {
+    // A lost final backup must not look like a clean stop: exit 14, unless the app's own exit
+    // code already says it failed (a code of its own, not the stop signal's 128 + n).
+    let apps_own_failure = app.is_some()
+        && code != 0
+        && ![SIGTERM, SIGINT, SIGQUIT].contains(&(i32::from(code) - 128));
+    if final_failed && !apps_own_failure {
         error!(
             app_exit_code = code,
             "exiting with code {}: the final backup failed",
@@ -484,7 +490,13 @@ fn main_loop(
 /// past that the agent stops waiting for it, counts and reports the failure, and returns false.
 /// It waits for a backup already running first, within the same window.
 fn final_backup(agent: &Arc<Agent>, deadline: Instant) -> bool {
+    if agent.cfg.dump_command.is_none() && !agent.cfg.path.exists() {
+        warn!(path = %agent.cfg.path.display(), "no final backup: the volume does not exist");
+        return true;
+    }
     let timeout = agent.cfg.shutdown_backup_timeout;
+    let exit_by = shutdown::exit_by(deadline, timeout);
+    shutdown::set_deadline(exit_by);
     let budget = deadline
         .saturating_duration_since(Instant::now())
         .saturating_sub(shutdown::alert_reserve(timeout));
@@ -501,6 +513,12 @@ fn final_backup(agent: &Arc<Agent>, deadline: Instant) -> bool {
             true
         }
         // run_backup counted it, logged it and sent the failure ping and webhook.
+        Ok(Err(Error::Command { command, .. })) if command == "LIFEBOAT_PRE_BACKUP" => {
+            warn!(
+                "final backup skipped: the pre-backup hook failed (LIFEBOAT_HOOK_ON_ERROR=abort)"
+            );
+            true
+        }
         Ok(Err(e)) => {
             error!("final backup failed: {e}");
             false
@@ -527,7 +545,7 @@ fn final_backup(agent: &Arc<Agent>, deadline: Instant) -> bool {
         }
     };
     // Deliver the success or failure ping and webhook before the process exits.
-    notify::flush(deadline);
+    notify::flush(exit_by);
     ok
 }
 

@@ -19,6 +19,32 @@ use crate::error::Error;
 pub const EXIT_FINAL_BACKUP_FAILED: u8 = 14;
 
 static STOPPING: AtomicBool = AtomicBool::new(false);
+static DEADLINE: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
+/// The instant by which the process must have exited (the stop signal plus the shutdown
+/// timeout), once the final backup has been given it.
+pub fn set_deadline(at: Instant) {
+    *DEADLINE.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+}
+
+/// Runs `f` (a last request to the store on the way out), but waits for it only until the
+/// shutdown deadline, if one is set: a stalled store must not hold the exit past it.
+pub fn within_deadline(what: &str, f: impl FnOnce() + Send + 'static) {
+    let Some(at) = *DEADLINE.lock().unwrap_or_else(|e| e.into_inner()) else {
+        return f();
+    };
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    if rx
+        .recv_timeout(at.saturating_duration_since(Instant::now()))
+        .is_err()
+    {
+        tracing::warn!("{what}: not finished by the shutdown deadline; exiting without it");
+    }
+}
 
 /// A stop signal arrived: scheduled retries end, the final backup is next.
 pub fn begin_stop() {
@@ -33,6 +59,14 @@ pub fn stopping() -> bool {
 /// Part of the shutdown window kept for the failure alert: a fifth, between 1 and 5 seconds.
 pub fn alert_reserve(window: Duration) -> Duration {
     (window / 5).clamp(Duration::from_secs(1), Duration::from_secs(5))
+}
+
+/// When the process should be gone: a little (a tenth of the window, at most 1 s) before the
+/// deadline, so exiting never races the platform's kill.
+pub fn exit_by(deadline: Instant, window: Duration) -> Instant {
+    deadline
+        .checked_sub((window / 10).min(Duration::from_secs(1)))
+        .unwrap_or(deadline)
 }
 
 /// Whether a failed backup is worth repeating: the store was unreachable, slow or failing, not
