@@ -89,7 +89,9 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 fn wait_ready(port: u16, child: &mut Child) {
     let start = Instant::now();
     loop {
-        if http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+        if http_get(port, "/readyz")
+            .is_some_and(|r| r.lines().next().is_some_and(|l| l.contains(" 200")))
+        {
             return;
         }
         if let Ok(Some(st)) = child.try_wait() {
@@ -190,8 +192,8 @@ fn a_store_restart_during_a_scheduled_backup_is_ridden_out() {
             let time = sn["time"]
                 .as_str()
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-            sn["labels"]["lifeboat.reason"] == "schedule"
-                && time.is_some_and(|t| t >= down_at && t < up_at)
+            // A retried backup records when its successful attempt began.
+            sn["labels"]["lifeboat.reason"] == "schedule" && time.is_some_and(|t| t >= down_at)
         }) {
             done = Some(sn.clone());
             break;
@@ -199,6 +201,19 @@ fn a_store_restart_during_a_scheduled_backup_is_ridden_out() {
         std::thread::sleep(Duration::from_secs(2));
     }
     let after = down.elapsed();
+    let metrics = http_get(port, "/metrics").unwrap_or_default();
+    let metric = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("lifeboat_{name}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    let (failures, retried) = (
+        metric("backup_failures_total"),
+        metric("backup_retries_total"),
+    );
     // SAFETY: stopping the agent this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = wait_output(child, Duration::from_secs(60));
@@ -210,10 +225,13 @@ fn a_store_restart_during_a_scheduled_backup_is_ridden_out() {
         log.contains("retrying the whole backup"),
         "the backup rode the outage out by retrying: {log}"
     );
+    assert_eq!(failures, 0.0, "no backup failed: {metrics}\n{log}");
+    assert!(retried >= 1.0, "{metrics}");
     let retries = log.matches("retrying the whole backup").count();
     println!(
-        "OUTAGE restart: store down {} s; scheduled backup {} (started {}) visible {:.0} s after the outage began, {} whole-backup retries; agent exit {:?}",
+        "OUTAGE restart: store down {} s (until {}); scheduled backup {} (last attempt started {}) stored {:.0} s after the outage began, {} whole-backup retries, 0 failures; agent exit {:?}",
         outage.as_secs(),
+        up_at.format("%H:%M:%S"),
         snap["short_id"]
             .as_str()
             .or(snap["id"].as_str())

@@ -1,0 +1,242 @@
+//! Files mode on a live database is refused: a real PostgreSQL server (initdb + pg_ctl, as an
+//! unprivileged user when the tests run as root, on a unix socket in a temp directory) runs on
+//! the volume while `lifeboat daemon` and `lifeboat run` start in files mode. Without
+//! LIFEBOAT_ALLOW_LIVE_DATABASE they refuse with one line naming the dump method; with it, or
+//! once the server has stopped, they start.
+//!
+//! The server binaries come from /usr/lib/postgresql/*/bin or PATH; when missing,
+//! tests/common/ensure_postgres.sh installs Debian's `postgresql` package. The test is skipped,
+//! with a loud SKIPPED line, only when that fails too.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{PASSWORD, cli_init};
+
+fn pg_bindir() -> Option<PathBuf> {
+    let find = || -> Option<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").is_file())
+            .collect();
+        dirs.sort();
+        if let Some(d) = dirs.pop() {
+            return Some(d);
+        }
+        let out = Command::new("sh")
+            .args(["-c", "command -v initdb"])
+            .output()
+            .ok()?;
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        p.is_file().then(|| p.parent().unwrap().to_path_buf())
+    };
+    if let Some(d) = find() {
+        return Some(d);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/ensure_postgres.sh");
+    let ok = Command::new("sh")
+        .arg(script)
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok { find() } else { None }
+}
+
+/// Runs a PostgreSQL binary as the server's user (`nobody` when we are root).
+fn as_pg_user(root: bool, bin: &Path) -> Command {
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "nobody", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
+struct Server {
+    bindir: PathBuf,
+    data: PathBuf,
+    root: bool,
+}
+
+impl Server {
+    fn stop(&self) {
+        let _ = as_pg_user(self.root, &self.bindir.join("pg_ctl"))
+            .args(["stop", "-w", "-m", "fast", "-D"])
+            .arg(&self.data)
+            .env("LC_ALL", "C")
+            .output();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn chown_nobody(p: &Path) {
+    let st = Command::new("chown")
+        .args(["-R", "nobody"])
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn start_postgres(bindir: &Path, base: &Path, data: &Path) -> Server {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let sock = base.join("sock");
+    std::fs::create_dir_all(&sock).unwrap();
+    std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+    if root {
+        for d in [base, data.parent().unwrap()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        chown_nobody(&sock);
+        std::fs::create_dir_all(data).unwrap();
+        chown_nobody(data);
+    }
+    let out = as_pg_user(root, &bindir.join("initdb"))
+        .args(["-A", "trust", "-U", "postgres", "-D"])
+        .arg(data)
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "initdb: {}", text(&out));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Server {
+        bindir: bindir.to_path_buf(),
+        data: data.to_path_buf(),
+        root,
+    };
+    let log = base.join("pg.log");
+    if root {
+        std::fs::write(&log, "").unwrap();
+        chown_nobody(&log);
+    }
+    let out = as_pg_user(root, &bindir.join("pg_ctl"))
+        .args(["start", "-w", "-t", "60", "-D"])
+        .arg(data)
+        .arg("-l")
+        .arg(&log)
+        .arg("-o")
+        .arg(format!(
+            "-p {port} -k {} -c listen_addresses='' -c checkpoint_timeout=30s",
+            sock.display()
+        ))
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_ctl start: {}\n{}",
+        text(&out),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(data.join("postmaster.pid").is_file());
+    server
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn agent(repo: &Path, volume: &Path, cache: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("LIFEBOAT_REPOSITORY", repo)
+        .env("LIFEBOAT_PASSWORD", PASSWORD)
+        .env("LIFEBOAT_PATH", volume)
+        .env("LIFEBOAT_NAME", "pg")
+        .env("LIFEBOAT_CACHE_DIR", cache)
+        .env("LIFEBOAT_LEASE_TTL", "3s")
+        .env("LIFEBOAT_SCHEDULE", "off");
+    c
+}
+
+#[test]
+fn files_mode_on_a_live_postgresql_is_refused_with_the_method_to_use() {
+    let Some(bindir) = pg_bindir() else {
+        eprintln!(
+            "SKIPPED files_mode_on_a_live_postgresql_is_refused: no PostgreSQL server binaries and tests/common/ensure_postgres.sh could not install them"
+        );
+        println!("SKIPPED: PostgreSQL server binaries missing and not installable");
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    cli_init(&repo);
+    let vol = t.path().join("vol");
+    let data = vol.join("pgdata");
+    let server = start_postgres(&bindir, t.path(), &data);
+    let cache = t.path().join("cache");
+
+    // The sidecar and the wrapper both refuse, at once, with one line naming the method.
+    for args in [vec!["daemon"], vec!["run", "--", "sleep", "30"]] {
+        let start = std::time::Instant::now();
+        let out = agent(&repo, &vol, &cache).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started: {}", text(&out));
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "{args:?} took {:?}",
+            start.elapsed()
+        );
+        let line = err
+            .lines()
+            .find(|l| l.contains("refusing to back up a live PostgreSQL database"))
+            .unwrap_or_else(|| panic!("{args:?}: no refusal line: {}", text(&out)));
+        assert!(
+            line.contains("LIFEBOAT_DUMP_COMMAND")
+                && line.contains("pg_dumpall")
+                && line.contains("LIFEBOAT_ALLOW_LIVE_DATABASE")
+                && line.contains(&data.display().to_string()),
+            "{line}"
+        );
+        println!("LIVE_DB {args:?}: exit {:?}: {line}", out.status.code());
+    }
+
+    // Accepting crash-consistent copies explicitly: it starts and backs up.
+    let out = agent(&repo, &vol, &cache)
+        .env("LIFEBOAT_ALLOW_LIVE_DATABASE", "true")
+        .args(["run", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // Dump mode is not files mode: no refusal either.
+    let out = agent(&repo, &vol, &cache)
+        .env("LIFEBOAT_DUMP_COMMAND", "echo dump")
+        .args(["run", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("refusing to back up"),
+        "{}",
+        text(&out)
+    );
+
+    // Once the server has stopped, its files are a consistent copy: files mode proceeds.
+    server.stop();
+    assert!(!data.join("postmaster.pid").exists());
+    let out = agent(&repo, &vol, &cache)
+        .args(["run", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
