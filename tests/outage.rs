@@ -245,11 +245,31 @@ fn a_store_restart_during_a_scheduled_backup_is_ridden_out() {
 
 #[test]
 fn a_stall_during_the_final_backup_fails_loudly_within_the_shutdown_timeout() {
+    stall_drill("daemon", &["daemon"]);
+}
+
+/// The wrapper around an app that exits 0 on SIGTERM: before, `run` exited 0 with the final
+/// backup lost.
+#[test]
+fn a_stall_during_the_final_backup_of_run_fails_loudly_within_the_shutdown_timeout() {
+    stall_drill(
+        "run",
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+        ],
+    );
+}
+
+fn stall_drill(label: &str, args: &[&str]) {
     seaweed::set_credentials();
     let s = seaweed::server();
     let proxy = Proxy::start(s.s3);
     let t = tempfile::tempdir().unwrap();
-    let bucket = format!("outage-stall-{}", std::process::id());
+    let bucket = format!("outage-stall-{label}-{}", std::process::id());
     let url = format!("s3:http://{}/{bucket}/repo", proxy.addr);
     let v = t.path().join("vol");
     fill(&v, 5, 3);
@@ -259,7 +279,7 @@ fn a_stall_during_the_final_backup_fails_loudly_within_the_shutdown_timeout() {
         .env("LIFEBOAT_LISTEN", format!("127.0.0.1:{port}"))
         .env("LIFEBOAT_SCHEDULE", "off")
         .env("LIFEBOAT_WEBHOOK_URL", &hook)
-        .args(["daemon"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -291,7 +311,7 @@ fn a_stall_during_the_final_backup_fails_loudly_within_the_shutdown_timeout() {
         "a failure webhook for the final backup: {hooks:?}\n{log}"
     );
     println!(
-        "OUTAGE stall: store stalled 60 s from SIGTERM; agent exited {:?} after {:.1} s (shutdown timeout {} s); failure webhook received ({} webhook(s))",
+        "OUTAGE stall ({label}): store stalled 60 s from SIGTERM; agent exited {:?} after {:.1} s (shutdown timeout {} s); failure webhook received ({} webhook(s))",
         out.status.code(),
         took.as_secs_f64(),
         timeout.as_secs(),
