@@ -240,3 +240,49 @@ fn files_mode_on_a_live_postgresql_is_refused_with_the_method_to_use() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// An app holding an SQLite database open in WAL mode (Python's sqlite3, when python3 exists):
+/// refused in files mode, the message naming LIFEBOAT_PAUSE (a crash-consistent copy).
+#[test]
+fn files_mode_on_a_live_sqlite_wal_database_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    cli_init(&repo);
+    let vol = t.path().join("vol");
+    std::fs::create_dir_all(vol.join("app")).unwrap();
+    let db = vol.join("app/app.db");
+    let ready = t.path().join("ready");
+    let script = format!(
+        "import sqlite3, time, pathlib\nc = sqlite3.connect({:?})\nc.execute('pragma journal_mode=wal')\nc.execute('create table if not exists t(x)')\nc.executemany('insert into t values (?)', [(i,) for i in range(1000)])\nc.commit()\npathlib.Path({:?}).write_text('1')\ntime.sleep(60)\n",
+        db.display().to_string(),
+        ready.display().to_string()
+    );
+    let Ok(mut app) = Command::new("python3").args(["-c", &script]).spawn() else {
+        println!("SKIPPED files_mode_on_a_live_sqlite_wal_database_is_refused: no python3");
+        return;
+    };
+    let start = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the SQLite app did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(vol.join("app/app.db-wal").exists());
+    let cache = t.path().join("cache");
+    let out = agent(&repo, &vol, &cache)
+        .args(["daemon"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let _ = app.kill();
+    let _ = app.wait();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let line = err
+        .lines()
+        .find(|l| l.contains("refusing to back up a live SQLite database"))
+        .unwrap_or_else(|| panic!("{}", text(&out)));
+    assert!(line.contains("LIFEBOAT_PAUSE=true"), "{line}");
+    println!("LIVE_DB sqlite: exit 1: {line}");
+}
