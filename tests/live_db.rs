@@ -88,7 +88,9 @@ fn chown_nobody(p: &Path) {
     assert!(st.success());
 }
 
-fn start_postgres(bindir: &Path, base: &Path, data: &Path) -> Server {
+/// A new data directory (owned by `nobody` when we are root) and a socket directory; returns
+/// whether we are root and the socket directory.
+fn initdb(bindir: &Path, base: &Path, data: &Path) -> (bool, PathBuf) {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let sock = base.join("sock");
@@ -109,6 +111,11 @@ fn start_postgres(bindir: &Path, base: &Path, data: &Path) -> Server {
         .output()
         .unwrap();
     assert!(out.status.success(), "initdb: {}", text(&out));
+    (root, sock)
+}
+
+fn start_postgres(bindir: &Path, base: &Path, data: &Path) -> Server {
+    let (root, sock) = initdb(bindir, base, data);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -285,4 +292,97 @@ fn files_mode_on_a_live_sqlite_wal_database_is_refused() {
         .unwrap_or_else(|| panic!("{}", text(&out)));
     assert!(line.contains("LIFEBOAT_PAUSE=true"), "{line}");
     println!("LIVE_DB sqlite: exit 1: {line}");
+}
+
+/// `lifeboat run -- postgres` in files mode: the database is stopped when the agent starts, so
+/// the start check passes; once the app runs, the agent reports the refusal within seconds (not
+/// at the first scheduled backup), and the final backup, after PostgreSQL stopped, succeeds.
+#[test]
+fn run_around_postgresql_in_files_mode_reports_the_live_database_early() {
+    let Some(bindir) = pg_bindir() else {
+        println!("SKIPPED: PostgreSQL server binaries missing and not installable");
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    cli_init(&repo);
+    let vol = t.path().join("vol");
+    let data = vol.join("pgdata");
+    let (root, sock) = initdb(&bindir, t.path(), &data);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut app: Vec<String> = Vec::new();
+    if root {
+        app.extend(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+            ]
+            .map(String::from),
+        );
+    }
+    app.push(bindir.join("postgres").display().to_string());
+    app.extend([
+        "-D".into(),
+        data.display().to_string(),
+        "-k".into(),
+        sock.display().to_string(),
+        "-p".into(),
+        port.to_string(),
+        "-c".into(),
+        "listen_addresses=".into(),
+    ]);
+    let mut child = agent(&repo, &vol, &t.path().join("cache"))
+        .env("LC_ALL", "C")
+        .arg("run")
+        .arg("--")
+        .args(&app)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(l);
+            }
+        })
+    };
+    let start = std::time::Instant::now();
+    let found = loop {
+        let l = lines.lock().unwrap().clone();
+        if let Some(line) = l
+            .iter()
+            .find(|l| l.contains("refusing to back up a live PostgreSQL database"))
+        {
+            break line.clone();
+        }
+        if start.elapsed().as_secs() > 60 || child.try_wait().unwrap().is_some() {
+            // SAFETY: stopping the agent this test started.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            panic!("no early refusal: {}", l.join("\n"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    // SAFETY: stopping the agent this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let log = lines.lock().unwrap().join("\n");
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("final backup done"), "{log}");
+    println!(
+        "LIVE_DB run -- postgres: reported after {seconds:.1} s; final backup after it stopped: done"
+    );
 }

@@ -376,6 +376,11 @@ fn main_loop(
         let agent = agent.clone();
         std::thread::spawn(move || load_dump(&agent, &snapshot, &file));
     }
+    if app.is_some() && cfg.live_database_refusal(cfg.pause).is_none() {
+        // The wrapped app may be the database: the check at start saw it stopped.
+        let agent = agent.clone();
+        std::thread::spawn(move || watch_live_database(&agent));
+    }
     if cfg.backup_on_start {
         spawn_backup(agent, Reason::Start, None);
     }
@@ -797,6 +802,32 @@ fn snapshot(agent: &Agent, reason: Reason) -> Result<(Id, backup::BackupOutcome)
     }
     let out = out?;
     Ok((out.id, out))
+}
+
+/// Files mode around an app that turns out to run a database on the volume: say so (error line,
+/// failure ping and webhook) soon after it starts, not only at the first scheduled backup, which
+/// refuses it anyway. Looks a few times during the app's first two minutes.
+fn watch_live_database(agent: &Agent) {
+    let cfg = &agent.cfg;
+    for wait in [3, 10, 30, 80] {
+        if !shutdown::sleep_unless_stopping(Duration::from_secs(wait)) {
+            return;
+        }
+        if let Some(msg) = cfg.live_database_refusal(cfg.pause) {
+            error!("{msg}");
+            agent
+                .state
+                .last
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .last_error = Some(msg.clone());
+            agent.notifier.failure(
+                &msg,
+                json!({"event": "backup.refused", "volume": cfg.name, "error": msg}),
+            );
+            return;
+        }
+    }
 }
 
 /// Dump mode on a new lease: load the restored dump once the app accepts it.
