@@ -382,6 +382,7 @@ fn run_around_postgresql_in_files_mode_reports_the_live_database_early() {
     let log = lines.lock().unwrap().join("\n");
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("final backup done"), "{log}");
+    assert!(found.contains("pg_dumpall"), "{found}");
     println!(
         "LIVE_DB run -- postgres: reported after {seconds:.1} s; final backup after it stopped: done"
     );
