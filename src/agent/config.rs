@@ -115,9 +115,22 @@ pub struct AgentArgs {
     /// `start-empty`.
     #[arg(long, env = "LIFEBOAT_ON_RESTORE_FAILURE", default_value = "fail")]
     pub on_restore_failure: String,
-    /// Time allowed for the final backup after the app stops (fits Kubernetes' 30 s grace).
+    /// Time from the stop signal until the final backup has finished or failed loudly (fits
+    /// Kubernetes' default terminationGracePeriodSeconds of 30 s, which Akash leases get too).
     #[arg(long, env = "LIFEBOAT_SHUTDOWN_BACKUP_TIMEOUT", default_value = "25s")]
     pub shutdown_backup_timeout: String,
+    /// How long a scheduled backup that failed on a storage outage is retried as a whole (with
+    /// backoff and jitter) before it counts as failed.
+    #[arg(long, env = "LIFEBOAT_BACKUP_RETRY_WINDOW", default_value = "5m")]
+    pub backup_retry_window: String,
+    /// Back up a running database's files anyway (files mode refuses a live PostgreSQL,
+    /// MySQL/MariaDB or SQLite database otherwise).
+    #[arg(long, env = "LIFEBOAT_ALLOW_LIVE_DATABASE")]
+    pub allow_live_database: bool,
+    /// Where S3 backups stage packs before upload (default: TMPDIR, else /tmp); checked at start
+    /// for room for the packs in flight.
+    #[arg(long, env = "LIFEBOAT_STAGING_DIR")]
+    pub staging_dir: Option<PathBuf>,
     /// How long a volume lease lives without renewal.
     #[arg(long, env = "LIFEBOAT_LEASE_TTL", default_value = "60s")]
     pub lease_ttl: String,
@@ -206,6 +219,12 @@ pub struct AgentConfig {
     pub start_empty_on_failure: bool,
     /// Final backup limit.
     pub shutdown_backup_timeout: Duration,
+    /// Whole-backup retry window through a storage outage.
+    pub backup_retry_window: Duration,
+    /// Accept file copies of a live database.
+    pub allow_live_database: bool,
+    /// Where packs are staged before upload to S3.
+    pub staging_dir: PathBuf,
     /// Lease lifetime.
     pub lease_ttl: Duration,
     /// Longest lease wait.
@@ -339,7 +358,19 @@ impl AgentConfig {
         let mut excludes = a.excludes.clone();
         excludes.retain(|e| !e.trim().is_empty());
         excludes.push(path.join(MARKER_DIR).to_string_lossy().into_owned());
+        let staging_dir = match a.staging_dir.clone().filter(|p| !p.as_os_str().is_empty()) {
+            Some(d) => std::path::absolute(&d)
+                .map_err(|e| Error::io(format!("LIFEBOAT_STAGING_DIR {}", d.display()), e))?,
+            None => std::env::temp_dir(),
+        };
+        if staging_dir.starts_with(&path) {
+            // Staged packs are never part of the backup.
+            excludes.push(staging_dir.to_string_lossy().into_owned());
+        }
         Ok(AgentConfig {
+            backup_retry_window: duration("LIFEBOAT_BACKUP_RETRY_WINDOW", &a.backup_retry_window)?,
+            allow_live_database: a.allow_live_database,
+            staging_dir,
             dump_dir: a
                 .dump_dir
                 .clone()
@@ -437,6 +468,18 @@ impl AgentConfig {
                 "LIFEBOAT_SHUTDOWN_BACKUP_TIMEOUT".into(),
                 secs(self.shutdown_backup_timeout),
             ),
+            (
+                "LIFEBOAT_BACKUP_RETRY_WINDOW".into(),
+                secs(self.backup_retry_window),
+            ),
+            (
+                "LIFEBOAT_ALLOW_LIVE_DATABASE".into(),
+                self.allow_live_database.to_string(),
+            ),
+            (
+                "LIFEBOAT_STAGING_DIR".into(),
+                self.staging_dir.display().to_string(),
+            ),
             ("LIFEBOAT_LEASE_TTL".into(), secs(self.lease_ttl)),
             (
                 "LIFEBOAT_LISTEN".into(),
@@ -448,6 +491,68 @@ impl AgentConfig {
             ("labels".into(), format!("{:?}", self.labels)),
         ]
     }
+}
+
+impl AgentConfig {
+    /// Files mode (no dump, no pause) on a volume holding a live database, not accepted by
+    /// `LIFEBOAT_ALLOW_LIVE_DATABASE`: the one-line refusal.
+    /// `paused`: the copy is made with the app frozen (crash-consistent).
+    pub fn live_database_refusal(&self, paused: bool) -> Option<String> {
+        if self.dump_command.is_some() || paused || self.allow_live_database {
+            return None;
+        }
+        super::livedb::find(&self.path, &[self.path.join(MARKER_DIR)]).map(|db| db.refusal())
+    }
+
+    /// Checks made once before the agent starts: no live database in files mode, and room to
+    /// stage S3 packs.
+    pub fn preflight(&self, location: &str) -> Result<()> {
+        if let Some(msg) = self.live_database_refusal(self.pause) {
+            return Err(Error::invalid(msg));
+        }
+        if location.starts_with("s3:") {
+            check_staging(&self.staging_dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// The staging room S3 backups need: every uploader holds a pack, one waits in the queue and
+/// two (data and tree) are being filled, at the default 32 MiB pack size.
+pub fn staging_need() -> u64 {
+    let connections = std::env::var("LIFEBOAT_S3_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(4);
+    u64::from(crate::repository::config::DEFAULT_PACK_SIZE) * (connections + 3)
+}
+
+/// The staging directory exists (created if need be), is writable and has [`staging_need`]
+/// bytes free.
+pub fn check_staging(dir: &Path) -> Result<()> {
+    let what = || format!("LIFEBOAT_STAGING_DIR {}", dir.display());
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("{}: cannot create", what()), e))?;
+    tempfile::tempfile_in(dir)
+        .map_err(|e| Error::io(format!("{}: cannot write a staging file", what()), e))?;
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::invalid(format!("{}: not a valid path", what())))?;
+    // SAFETY: a zeroed statvfs is valid; statvfs fills it for a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Ok(());
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    let need = staging_need();
+    if free < need {
+        return Err(Error::invalid(format!(
+            "{}: {} MiB free, but S3 backups stage up to {} MiB of packs there (32 MiB packs for each of LIFEBOAT_S3_CONNECTIONS uploads plus 3); point LIFEBOAT_STAGING_DIR at a larger disk or lower LIFEBOAT_S3_CONNECTIONS",
+            what(),
+            free >> 20,
+            need >> 20
+        )));
+    }
+    Ok(())
 }
 
 fn describe_keep(k: &KeepPolicy) -> String {

@@ -13,8 +13,10 @@ pub mod gate;
 pub mod hooks;
 pub mod http;
 pub mod lease;
+pub mod livedb;
 pub mod notify;
 pub mod schedule;
+pub mod shutdown;
 pub mod state;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -120,6 +122,8 @@ fn connect(access: &RepoAccess) -> Result<Repository> {
 /// Runs the agent until the app exits (wrapper) or a stop signal arrives (daemon). Returns the
 /// process exit code: the app's, or 128 + signal.
 pub fn run(cfg: AgentConfig, access: RepoAccess, mode: Mode) -> Result<u8> {
+    // Files mode on a live database, or no room to stage packs: refuse before anything starts.
+    cfg.preflight(&access.location)?;
     let state = Arc::new(State::default());
     let stop = Arc::new(AtomicBool::new(false));
     // Signals first, so a SIGTERM during a long gate is honoured.
@@ -254,7 +258,8 @@ pub fn run(cfg: AgentConfig, access: RepoAccess, mode: Mode) -> Result<u8> {
     let code = main_loop(&agent, mode, outcome, sig_rx, trigger_rx);
     let lease = agent.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(l) = lease {
-        l.release();
+        // Bounded by the shutdown deadline (a stalled store must not hold the exit).
+        shutdown::within_deadline("releasing the volume lease", move || l.release());
     }
     code
 }
@@ -371,6 +376,11 @@ fn main_loop(
         let agent = agent.clone();
         std::thread::spawn(move || load_dump(&agent, &snapshot, &file));
     }
+    if app.is_some() && cfg.live_database_refusal(cfg.pause).is_none() {
+        // The wrapped app may be the database: the check at start saw it stopped.
+        let agent = agent.clone();
+        std::thread::spawn(move || watch_live_database(&agent));
+    }
     if cfg.backup_on_start {
         spawn_backup(agent, Reason::Start, None);
     }
@@ -381,6 +391,10 @@ fn main_loop(
     let mut next_prune = prune_next(Utc::now() - jitter);
     let exited = app.as_ref().map_or_else(never, |a| a.exited.clone());
     let mut final_needed = true;
+    // The final backup's deadline counts from the first stop signal: the platform's grace
+    // period does (the app's own shutdown comes out of the same window).
+    let mut stop_at: Option<Instant> = None;
+    let mut final_failed = false;
     let code: u8 = loop {
         *agent
             .state
@@ -403,12 +417,17 @@ fn main_loop(
                     }
                     continue;
                 }
+                if matches!(s, SIGTERM | SIGINT | SIGQUIT) {
+                    shutdown::begin_stop();
+                    stop_at.get_or_insert_with(Instant::now);
+                }
                 match &app {
                     Some(a) => {
                         if matches!(s, SIGTERM | SIGINT | SIGQUIT) && cfg.dump_command.is_some() && final_needed {
                             // A dump needs the app alive: take the final backup before it stops.
                             info!("stop signal: taking the final dump backup before stopping the app");
-                            final_backup(agent);
+                            let deadline = stop_at.unwrap_or_else(Instant::now) + cfg.shutdown_backup_timeout;
+                            final_failed = !final_backup(agent, deadline);
                             final_needed = false;
                         }
                         info!(signal = s, "forwarding signal to the app");
@@ -452,14 +471,40 @@ fn main_loop(
         crate::process::reap_orphans();
     }
     if final_needed {
-        final_backup(agent);
+        let deadline = stop_at.unwrap_or_else(Instant::now) + cfg.shutdown_backup_timeout;
+        final_failed = !final_backup(agent, deadline);
+    }
+    // A lost final backup must not look like a clean stop: exit 14, unless the app's own exit
+    // code already says it failed (a code of its own, not the stop signal's 128 + n).
+    let apps_own_failure = app.is_some()
+        && code != 0
+        && ![SIGTERM, SIGINT, SIGQUIT].contains(&(i32::from(code) - 128));
+    if final_failed && !apps_own_failure {
+        error!(
+            app_exit_code = code,
+            "exiting with code {}: the final backup failed",
+            shutdown::EXIT_FINAL_BACKUP_FAILED
+        );
+        return Ok(shutdown::EXIT_FINAL_BACKUP_FAILED);
     }
     Ok(code)
 }
 
-/// The final backup, bounded by the shutdown timeout (it waits for a running one first).
-fn final_backup(agent: &Arc<Agent>) {
+/// The final backup, finished or failed loudly by `deadline` (the stop signal plus
+/// `LIFEBOAT_SHUTDOWN_BACKUP_TIMEOUT`): the backup gets the window less a reserve for the alert;
+/// past that the agent stops waiting for it, counts and reports the failure, and returns false.
+/// It waits for a backup already running first, within the same window.
+fn final_backup(agent: &Arc<Agent>, deadline: Instant) -> bool {
+    if agent.cfg.dump_command.is_none() && !agent.cfg.path.exists() {
+        warn!(path = %agent.cfg.path.display(), "no final backup: the volume does not exist");
+        return true;
+    }
     let timeout = agent.cfg.shutdown_backup_timeout;
+    let exit_by = shutdown::exit_by(deadline, timeout);
+    shutdown::set_deadline(exit_by);
+    let budget = deadline
+        .saturating_duration_since(Instant::now())
+        .saturating_sub(shutdown::alert_reserve(timeout));
     let (tx, rx) = crossbeam_channel::bounded(1);
     {
         let agent = agent.clone();
@@ -467,14 +512,46 @@ fn final_backup(agent: &Arc<Agent>) {
             let _ = tx.send(run_backup(&agent, Reason::Final));
         });
     }
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(id)) => info!(snapshot = %id.short(), "final backup done"),
-        Ok(Err(e)) => error!("final backup failed: {e}"),
-        Err(_) => error!(
-            "final backup did not finish within {} s (LIFEBOAT_SHUTDOWN_BACKUP_TIMEOUT); the next run adopts what it uploaded",
-            timeout.as_secs()
-        ),
-    }
+    let ok = match rx.recv_timeout(budget) {
+        Ok(Ok(id)) => {
+            info!(snapshot = %id.short(), "final backup done");
+            true
+        }
+        // run_backup counted it, logged it and sent the failure ping and webhook.
+        Ok(Err(Error::Command { command, .. })) if command == "LIFEBOAT_PRE_BACKUP" => {
+            warn!(
+                "final backup skipped: the pre-backup hook failed (LIFEBOAT_HOOK_ON_ERROR=abort)"
+            );
+            true
+        }
+        Ok(Err(e)) => {
+            error!("final backup failed: {e}");
+            false
+        }
+        Err(_) => {
+            let msg = format!(
+                "final backup did not finish within {:.1} s of the {} s shutdown window (LIFEBOAT_SHUTDOWN_BACKUP_TIMEOUT): the store is unreachable or stalled; the next run adopts what it uploaded",
+                budget.as_secs_f64(),
+                timeout.as_secs()
+            );
+            let state = &agent.state;
+            state.failures.fetch_add(1, Relaxed);
+            state
+                .last
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .last_error = Some(msg.clone());
+            error!(reason = "final", "backup failed: {msg}");
+            agent.notifier.failure(
+                &msg,
+                json!({"event": "backup.failure", "volume": agent.cfg.name, "reason": "final", "error": msg}),
+            );
+            false
+        }
+    };
+    // Deliver the success or failure ping and webhook before the process exits.
+    notify::flush(exit_by);
+    ok
 }
 
 fn spawn_backup(
@@ -556,7 +633,35 @@ fn run_backup(agent: &Agent, reason: Reason) -> Result<Id> {
     };
     agent.notifier.start();
     let started = Instant::now();
-    let r = backup_inner(agent, reason);
+    // A storage outage (a store restarting, a network partition) outlasting the backend's own
+    // retries: try the whole backup again with backoff and jitter, for up to
+    // LIFEBOAT_BACKUP_RETRY_WINDOW, unless the agent is stopping (the final backup is next).
+    let mut attempt = 0;
+    let r = loop {
+        let r = backup_inner(agent, reason);
+        match &r {
+            Err(e)
+                if reason != Reason::Final && shutdown::is_outage(e) && !shutdown::stopping() =>
+            {
+                attempt += 1;
+                let delay = shutdown::retry_delay(attempt);
+                if started.elapsed() + delay > agent.cfg.backup_retry_window {
+                    break r;
+                }
+                warn!(
+                    reason = reason.as_str(),
+                    attempt,
+                    "backup failed on a storage outage: {e}; retrying the whole backup in {:.1}s (LIFEBOAT_BACKUP_RETRY_WINDOW)",
+                    delay.as_secs_f64()
+                );
+                state.backup_retries.fetch_add(1, Relaxed);
+                if !shutdown::sleep_unless_stopping(delay) {
+                    break r;
+                }
+            }
+            _ => break r,
+        }
+    };
     if let Ok(repo) = agent.repo() {
         *state.requests.lock().unwrap_or_else(|e| e.into_inner()) = repo.stats();
     }
@@ -682,6 +787,11 @@ fn snapshot(agent: &Agent, reason: Reason) -> Result<(Id, backup::BackupOutcome)
         }
         _ => None,
     };
+    if matches!(source, Source::Paths(_))
+        && let Some(msg) = cfg.live_database_refusal(pause.is_some())
+    {
+        return Err(Error::invalid(msg));
+    }
     let repo = agent.repo()?;
     let out = backup::backup(repo, &source, &opts);
     if let Some(p) = pause {
@@ -692,6 +802,32 @@ fn snapshot(agent: &Agent, reason: Reason) -> Result<(Id, backup::BackupOutcome)
     }
     let out = out?;
     Ok((out.id, out))
+}
+
+/// Files mode around an app that turns out to run a database on the volume: say so (error line,
+/// failure ping and webhook) soon after it starts, not only at the first scheduled backup, which
+/// refuses it anyway. Looks a few times during the app's first two minutes.
+fn watch_live_database(agent: &Agent) {
+    let cfg = &agent.cfg;
+    for wait in [3, 10, 30, 80] {
+        if !shutdown::sleep_unless_stopping(Duration::from_secs(wait)) {
+            return;
+        }
+        if let Some(msg) = cfg.live_database_refusal(cfg.pause) {
+            error!("{msg}");
+            agent
+                .state
+                .last
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .last_error = Some(msg.clone());
+            agent.notifier.failure(
+                &msg,
+                json!({"event": "backup.refused", "volume": cfg.name, "error": msg}),
+            );
+            return;
+        }
+    }
 }
 
 /// Dump mode on a new lease: load the restored dump once the app accepts it.

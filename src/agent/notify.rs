@@ -51,8 +51,28 @@ impl Notifier {
     }
 }
 
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Waits until every notification sent so far is delivered or given up, but not past `until`
+/// (the process is about to exit).
+pub fn flush(until: std::time::Instant) {
+    while IN_FLIGHT.load(std::sync::atomic::Ordering::SeqCst) > 0
+        && std::time::Instant::now() < until
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn send(url: String, body: Option<String>) {
+    IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     std::thread::spawn(move || {
+        struct Done;
+        impl Drop for Done {
+            fn drop(&mut self) {
+                IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let _done = Done;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(10)))
             .http_status_as_error(true)

@@ -40,6 +40,8 @@ pub struct State {
     pub failures: AtomicU64,
     /// Scheduled runs skipped because a backup was still running.
     pub skipped: AtomicU64,
+    /// Whole backups repeated after a storage outage.
+    pub backup_retries: AtomicU64,
     /// Bytes added over all backups since start.
     pub bytes_added_total: AtomicU64,
     /// Last backup.
@@ -141,6 +143,12 @@ impl State {
             "counter",
             "Failed backups since start.",
             self.failures.load(Relaxed) as f64,
+        );
+        g(
+            "backup_retries_total",
+            "counter",
+            "Whole backups repeated after a storage outage (LIFEBOAT_BACKUP_RETRY_WINDOW).",
+            self.backup_retries.load(Relaxed) as f64,
         );
         g(
             "skipped_runs_total",

@@ -1,7 +1,9 @@
 //! The packer: appends sealed blobs to an open pack file per blob type (data and trees go to
 //! separate packs, so a parent snapshot's trees load in a few reads), hashing as it writes, and
 //! closes a pack with its sealed header once it reaches the target size. Packs are staged as
-//! temporary files so memory does not grow with the pack size.
+//! temporary files so memory does not grow with the pack size: in the backend's staging directory
+//! (the repository itself for a local one), else in `LIFEBOAT_STAGING_DIR`, else in TMPDIR. The
+//! agent checks the staging directory for room at start (see `agent::config::check_staging`).
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -54,11 +56,12 @@ pub struct Packer<'a> {
 }
 
 impl<'a> Packer<'a> {
-    /// Packs staged in `dir`, closed at `target` bytes.
+    /// Packs staged in `dir` (or `LIFEBOAT_STAGING_DIR` when `dir` is TMPDIR, the fallback for
+    /// backends without a staging directory of their own), closed at `target` bytes.
     pub fn new(key: &'a MasterKey, dir: &Path, target: u64) -> Self {
         Packer {
             key,
-            dir: dir.to_path_buf(),
+            dir: staging_dir(dir),
             target,
             open: [None, None],
         }
@@ -127,6 +130,16 @@ impl<'a> Packer<'a> {
             size: p.size + header.len() as u64,
         })
     }
+}
+
+/// `dir`, unless it is TMPDIR and `LIFEBOAT_STAGING_DIR` names another directory.
+pub fn staging_dir(dir: &Path) -> PathBuf {
+    if dir == std::env::temp_dir()
+        && let Some(d) = std::env::var_os("LIFEBOAT_STAGING_DIR").filter(|d| !d.is_empty())
+    {
+        return PathBuf::from(d);
+    }
+    dir.to_path_buf()
 }
 
 /// Packs, uploads and finally indexes blobs outside a backup's pipeline: prune's repack and the

@@ -33,6 +33,8 @@ pub struct Plan {
     pub strict: bool,
     /// Answer 501 NotImplemented to conditional writes (`If-None-Match`), like older gateways.
     pub no_conditional: bool,
+    /// Read each request, then send nothing for this long before closing (a stalled store).
+    pub stall: Option<Duration>,
 }
 
 pub struct Proxy {
@@ -43,6 +45,7 @@ pub struct Proxy {
     pub rejected_streaming: Arc<AtomicU64>,
     pub shuffled_lists: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    offline: Arc<AtomicBool>,
 }
 
 impl Drop for Proxy {
@@ -63,40 +66,79 @@ impl Proxy {
             rejected_streaming: Arc::default(),
             shuffled_lists: Arc::default(),
             stop: Arc::default(),
+            offline: Arc::default(),
         };
-        let (plan, requests, injected, rejected, shuffled, stop) = (
+        let (plan, requests, injected, rejected, shuffled, stop, offline) = (
             p.plan.clone(),
             p.requests.clone(),
             p.injected.clone(),
             p.rejected_streaming.clone(),
             p.shuffled_lists.clone(),
             p.stop.clone(),
+            p.offline.clone(),
         );
+        let addr = p.addr;
         std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop.load(SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let n = requests.fetch_add(1, SeqCst) + 1;
-                let (fault, down, strict, no_cond) = {
-                    let pl = plan.lock().unwrap();
-                    let f = (pl.every > 0 && n % pl.every == 0 && !pl.faults.is_empty())
-                        .then(|| pl.faults[((n / pl.every) as usize) % pl.faults.len()]);
-                    (f, pl.down, pl.strict, pl.no_conditional)
+            let mut listener = Some(listener);
+            loop {
+                // Offline (the store "stopped"): no listener, so connections are refused, until
+                // `online` binds the same port again.
+                let Some(l) = listener.take() else {
+                    if stop.load(SeqCst) {
+                        break;
+                    }
+                    if !offline.load(SeqCst) {
+                        listener = TcpListener::bind(addr).ok();
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
                 };
-                if fault.is_some() || down {
-                    injected.fetch_add(1, SeqCst);
+                for conn in l.incoming() {
+                    if stop.load(SeqCst) {
+                        return;
+                    }
+                    if offline.load(SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let n = requests.fetch_add(1, SeqCst) + 1;
+                    let (fault, down, strict, no_cond) = {
+                        let pl = plan.lock().unwrap();
+                        let f = (pl.every > 0 && n % pl.every == 0 && !pl.faults.is_empty())
+                            .then(|| pl.faults[((n / pl.every) as usize) % pl.faults.len()]);
+                        (f, pl.down, pl.strict, pl.no_conditional)
+                    };
+                    if fault.is_some() || down {
+                        injected.fetch_add(1, SeqCst);
+                    }
+                    let (rejected, shuffled) = (rejected.clone(), shuffled.clone());
+                    let stall = plan.lock().unwrap().stall;
+                    std::thread::spawn(move || {
+                        if let Some(d) = stall {
+                            let mut conn = conn;
+                            let _ = read_head(&mut conn);
+                            std::thread::sleep(d);
+                            return;
+                        }
+                        let _ = handle(
+                            conn, upstream, fault, down, strict, no_cond, &rejected, &shuffled,
+                        );
+                    });
                 }
-                let (rejected, shuffled) = (rejected.clone(), shuffled.clone());
-                std::thread::spawn(move || {
-                    let _ = handle(
-                        conn, upstream, fault, down, strict, no_cond, &rejected, &shuffled,
-                    );
-                });
             }
         });
         p
+    }
+
+    /// Stops listening (connections are refused, like a stopped server) until [`Proxy::online`].
+    pub fn offline(&self) {
+        self.offline.store(true, SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+
+    /// Listens again on the same port.
+    pub fn online(&self) {
+        self.offline.store(false, SeqCst);
     }
 
     pub fn set(&self, f: impl FnOnce(&mut Plan)) {
