@@ -8,6 +8,7 @@
 mod commands;
 mod demo;
 mod password;
+mod settings;
 
 pub use password::read_file as read_secret_file;
 
@@ -436,6 +437,16 @@ pub fn main() -> ExitCode {
         restore_sigpipe();
     }
     init_logging(&cli.global);
+    // The agent (and its `config check`) refuses settings it does not know rather than ignore
+    // them; one-off commands take their options as flags and are not held to it.
+    let checks_settings = agent || matches!(cli.command, Command::Config(_));
+    if checks_settings
+        && let Err(e) =
+            settings::check_unknown(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))
+    {
+        say_error(&e);
+        return ExitCode::from(e.exit_code());
+    }
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
