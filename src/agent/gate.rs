@@ -150,7 +150,7 @@ fn abandon(path: &Path) -> Result<()> {
         }
     }
     clear_volume(path)?;
-    for name in [COMMITTING, IN_PROGRESS] {
+    for name in [RESTORED, COMMITTING, IN_PROGRESS] {
         remove_if_there(&markers.join(name))?;
     }
     Ok(())
@@ -207,10 +207,11 @@ pub fn finish_marker(path: &Path, snapshot: &Id) -> Result<()> {
         RESTORED,
         &json!({"snapshot": snapshot.to_hex(), "time": chrono::Utc::now()}),
     )?;
-    // Committing first: a kill between the two leaves only in-progress, and the next start then
-    // removes and redoes the restore rather than finishing a later, unfinished one.
-    remove_if_there(&path.join(MARKER_DIR).join(COMMITTING))?;
-    remove_if_there(&path.join(MARKER_DIR).join(IN_PROGRESS))
+    // In-progress first: once it is gone the volume counts as restored. A committing marker a
+    // kill leaves behind is inert (only read beside in-progress) and the next restore removes it
+    // before it writes in-progress.
+    remove_if_there(&path.join(MARKER_DIR).join(IN_PROGRESS))?;
+    remove_if_there(&path.join(MARKER_DIR).join(COMMITTING))
 }
 
 /// One attempt at the gate against an open repository.
