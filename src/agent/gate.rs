@@ -72,7 +72,8 @@ pub enum GateOutcome {
 pub enum VolumeState {
     /// Nothing but `lost+found` and lifeboat's markers.
     Empty,
-    /// A previous restore did not finish: its partial files must go.
+    /// A previous restore was cut short by a kill; [`volume_state`] removed what it wrote, so
+    /// the volume is empty again (and the gate restores it anew).
     RestoreInterrupted,
     /// The app's data is there.
     HasData,
