@@ -590,3 +590,53 @@ fn apply_meta(path: &Path, node: &Node) -> Result<()> {
         .ctx(|| format!("{}: cannot set times", path.display()))?;
     Ok(())
 }
+
+/// Moves a finished restore from `staging` into `target`, which must be on the same file system
+/// (`staging` is usually inside `target`, so a mount point works): each top-level entry is renamed
+/// into place, replacing whatever is in the way, except names in `keep` that `target` already
+/// has (those stay, and the staged copy is dropped). Then `staging`'s own permissions, owner and
+/// mtime are copied to `target` and `staging` is removed. Running it again after it was cut short
+/// finishes the job.
+pub fn commit_staged(staging: &Path, target: &Path, keep: &[&str]) -> Result<()> {
+    let entries = fs::read_dir(staging).ctx(|| format!("{}: cannot list", staging.display()))?;
+    for e in entries {
+        let e = e.ctx(|| format!("{}: cannot list", staging.display()))?;
+        let name = e.file_name();
+        let dest = target.join(&name);
+        let in_the_way = fs::symlink_metadata(&dest).ok();
+        if let Some(meta) = in_the_way {
+            if keep.iter().any(|k| name == **k) {
+                continue;
+            }
+            let r = if meta.is_dir() {
+                fs::remove_dir_all(&dest)
+            } else {
+                fs::remove_file(&dest)
+            };
+            r.ctx(|| format!("{}: cannot replace", dest.display()))?;
+        }
+        fs::rename(e.path(), &dest).ctx(|| {
+            format!(
+                "cannot move {} into place as {}",
+                e.path().display(),
+                dest.display()
+            )
+        })?;
+    }
+    let meta =
+        fs::symlink_metadata(staging).ctx(|| format!("{}: cannot stat", staging.display()))?;
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::lchown(target, Some(meta.uid()), Some(meta.gid()))
+                .ctx(|| format!("{}: cannot set owner", target.display()))?;
+        }
+        fs::set_permissions(target, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .ctx(|| format!("{}: cannot set permissions", target.display()))?;
+        let t = filetime::FileTime::from_last_modification_time(&meta);
+        filetime::set_file_mtime(target, t)
+            .ctx(|| format!("{}: cannot set times", target.display()))?;
+    }
+    fs::remove_dir_all(staging).ctx(|| format!("cannot remove {}", staging.display()))
+}

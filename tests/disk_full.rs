@@ -92,7 +92,7 @@ fn full_disks_fail_cleanly_for_backup_and_restore() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(
         err.contains("big.bin") && err.contains("No space left"),
         "{err}"

@@ -6,10 +6,21 @@
 //! - anything fails → retry until the restore timeout, then refuse to start the app on an
 //!   empty volume (unless `start-empty` was asked for).
 //!
-//! "Empty" ignores `lost+found` and lifeboat's own marker directory. A restore writes
-//! `.lifeboat/restore-in-progress` before it touches the volume and replaces it with
-//! `.lifeboat/restored` when done, so a restore cut short by a kill is redone on the next start
-//! instead of being mistaken for a volume that has data.
+//! "Empty" ignores `lost+found` and lifeboat's own marker directory. The app never sees a partial
+//! restore: the gate restores into `.lifeboat/staging` inside the volume (same file system), and
+//! only a restore that finished with every file verified is moved into place, one rename per
+//! top-level entry. Around that:
+//!
+//! - `.lifeboat/restore-in-progress` is written before anything else;
+//! - `.lifeboat/restore-committing` once the staged restore is complete, before the first rename;
+//! - `.lifeboat/restored` replaces both when everything is in place.
+//!
+//! A restore that fails removes everything it wrote and its markers: the volume is as it was
+//! before (empty), so `start-empty` starts the app on an empty volume, never on partial data. A
+//! restore cut short by a kill is settled the next time anything looks at the volume
+//! ([`volume_state`], which the agent calls first, before it contacts the repository): cut short
+//! while committing, the renames are finished (the staged copy was complete); cut short before,
+//! everything it wrote is removed.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -24,7 +35,9 @@ use crate::repository::Repository;
 use crate::restore::{self, RestoreOptions};
 
 const IN_PROGRESS: &str = "restore-in-progress";
+const COMMITTING: &str = "restore-committing";
 const RESTORED: &str = "restored";
+const STAGING: &str = "staging";
 
 /// What the gate found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,17 +72,18 @@ pub enum GateOutcome {
 pub enum VolumeState {
     /// Nothing but `lost+found` and lifeboat's markers.
     Empty,
-    /// A previous restore did not finish: its partial files must go.
+    /// A previous restore was cut short by a kill; [`volume_state`] removed what it wrote, so
+    /// the volume is empty again (and the gate restores it anew).
     RestoreInterrupted,
     /// The app's data is there.
     HasData,
 }
 
-/// Looks at the volume.
+/// Looks at the volume, after settling a restore that a kill cut short (see the module docs):
+/// `RestoreInterrupted` says one was found and removed (the volume is empty now); a restore cut
+/// short while committing is finished and the volume has data.
 pub fn volume_state(path: &Path) -> Result<VolumeState> {
-    if path.join(MARKER_DIR).join(IN_PROGRESS).exists() {
-        return Ok(VolumeState::RestoreInterrupted);
-    }
+    let interrupted = settle_interrupted(path)?;
     let entries = match std::fs::read_dir(path) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(VolumeState::Empty),
@@ -87,15 +101,81 @@ pub fn volume_state(path: &Path) -> Result<VolumeState> {
             return Ok(VolumeState::HasData);
         }
     }
-    Ok(VolumeState::Empty)
+    Ok(if interrupted {
+        VolumeState::RestoreInterrupted
+    } else {
+        VolumeState::Empty
+    })
+}
+
+/// Finishes or removes a restore a kill cut short. Returns whether one was removed.
+fn settle_interrupted(path: &Path) -> Result<bool> {
+    let markers = path.join(MARKER_DIR);
+    if !markers.join(IN_PROGRESS).exists() {
+        return Ok(false);
+    }
+    let staging = markers.join(STAGING);
+    if let Ok(body) = std::fs::read(markers.join(COMMITTING))
+        && let Some(snapshot) = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["snapshot"].as_str().and_then(|h| h.parse::<Id>().ok()))
+    {
+        warn!(path = %path.display(), "a restore was cut short while moving into place: finishing it");
+        if staging.exists() {
+            restore::commit_staged(&staging, path, &KEEP)?;
+        }
+        finish_marker(path, &snapshot)?;
+        return Ok(false);
+    }
+    warn!(path = %path.display(), "a restore was cut short: removing what it wrote");
+    abandon(path)?;
+    Ok(true)
+}
+
+/// Entries of the volume a restore never replaces or removes.
+const KEEP: [&str; 2] = ["lost+found", MARKER_DIR];
+
+/// Returns the volume to the state before the restore began: removes the staged copy, anything
+/// moved into place, and the markers. The gate only restores into a volume that holds nothing but
+/// `lost+found` and the marker directory, so everything else is the restore's.
+fn abandon(path: &Path) -> Result<()> {
+    let markers = path.join(MARKER_DIR);
+    match std::fs::remove_dir_all(markers.join(STAGING)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot remove {}", markers.join(STAGING).display()),
+                e,
+            ));
+        }
+    }
+    clear_volume(path)?;
+    for name in [RESTORED, COMMITTING, IN_PROGRESS] {
+        remove_if_there(&markers.join(name))?;
+    }
+    Ok(())
+}
+
+fn remove_if_there(p: &Path) -> Result<()> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("cannot remove {}", p.display()), e)),
+    }
 }
 
 /// Removes everything a cut-short restore left, keeping `lost+found` and the marker directory.
 fn clear_volume(path: &Path) -> Result<()> {
-    for e in std::fs::read_dir(path).ctx(|| format!("{}: cannot list", path.display()))? {
+    let entries = match std::fs::read_dir(path) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("{}: cannot list", path.display()), e)),
+    };
+    for e in entries {
         let e = e.ctx(|| format!("{}: cannot list", path.display()))?;
         let name = e.file_name();
-        if name == "lost+found" || name == MARKER_DIR {
+        if KEEP.iter().any(|k| name == *k) {
             continue;
         }
         let p = e.path();
@@ -128,12 +208,11 @@ pub fn finish_marker(path: &Path, snapshot: &Id) -> Result<()> {
         RESTORED,
         &json!({"snapshot": snapshot.to_hex(), "time": chrono::Utc::now()}),
     )?;
-    let p = path.join(MARKER_DIR).join(IN_PROGRESS);
-    match std::fs::remove_file(&p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("cannot remove {}", p.display()), e)),
-    }
+    // In-progress first: once it is gone the volume counts as restored. A committing marker a
+    // kill leaves behind is inert (only read beside in-progress) and the next restore removes it
+    // before it writes in-progress.
+    remove_if_there(&path.join(MARKER_DIR).join(IN_PROGRESS))?;
+    remove_if_there(&path.join(MARKER_DIR).join(COMMITTING))
 }
 
 /// One attempt at the gate against an open repository.
@@ -150,57 +229,90 @@ pub fn attempt(repo: &Repository, cfg: &AgentConfig) -> Result<GateOutcome> {
         Some(spec) => Some(repo.find_snapshot(spec, Some(&cfg.name))?),
     };
     let Some((id, snap)) = found else {
-        if state == VolumeState::RestoreInterrupted {
-            return Err(Error::invalid(format!(
-                "{} holds an unfinished restore but volume {:?} has no snapshot any more",
-                cfg.path.display(),
-                cfg.name
-            )));
-        }
         info!(name = %cfg.name, "no snapshot of this volume yet: first deployment, starting fresh");
         return Ok(GateOutcome::Fresh);
     };
     if state == VolumeState::RestoreInterrupted {
-        warn!(path = %cfg.path.display(), "an earlier restore was cut short: clearing it and restoring again");
-        clear_volume(&cfg.path)?;
+        info!(path = %cfg.path.display(), "an earlier restore was cut short and removed: restoring again");
     }
-    std::fs::create_dir_all(&cfg.path).ctx(|| format!("cannot create {}", cfg.path.display()))?;
+    std::fs::create_dir_all(cfg.path.join(MARKER_DIR))
+        .ctx(|| format!("cannot create {}", cfg.path.join(MARKER_DIR).display()))?;
+    remove_if_there(&cfg.path.join(MARKER_DIR).join(COMMITTING))?;
     write_marker(
         &cfg.path,
         IN_PROGRESS,
         &json!({"snapshot": id.to_hex(), "started": chrono::Utc::now()}),
     )?;
     let started = Instant::now();
-    if cfg.dump_command.is_some() {
-        // The dump goes beside the volume; the app initialises the empty volume itself and the
-        // restore command loads the dump into it.
-        let _ = std::fs::remove_dir_all(&cfg.dump_dir);
-        let mut opts = RestoreOptions::new(&cfg.dump_dir);
-        opts.overwrite = true;
-        let out = restore::restore(repo, &snap, &opts)?;
-        if !out.errors.is_empty() {
-            return Err(Error::corrupt(
-                format!("snapshot {}", id.short()),
-                format!("dump restore incomplete: {}", out.errors.join("; ")),
-            ));
+    let r = if cfg.dump_command.is_some() {
+        restore_dump(repo, cfg, &id, &snap)
+    } else {
+        restore_volume(repo, cfg, &id, &snap, started)
+    };
+    if r.is_err() {
+        // Leave the volume as it was before: empty. The dump lives beside the volume.
+        if cfg.dump_command.is_some() {
+            let _ = std::fs::remove_dir_all(&cfg.dump_dir);
         }
-        let file = find_file(&cfg.dump_dir, &cfg.dump_filename).ok_or_else(|| {
-            Error::corrupt(
-                format!("snapshot {}", id.short()),
-                format!("holds no dump file {:?}", cfg.dump_filename),
-            )
-        })?;
-        info!(snapshot = %id.short(), file = %file.display(), "dump restored; it is loaded once the app is up");
-        return Ok(GateOutcome::DumpStaged { snapshot: id, file });
+        if let Err(e) = abandon(&cfg.path) {
+            warn!("cannot remove what the failed restore wrote: {e}");
+        }
     }
-    let mut opts = RestoreOptions::new(&cfg.path);
-    opts.overwrite = true; // only lost+found and the markers are there
-    let out = restore::restore(repo, &snap, &opts)?;
+    r
+}
+
+fn restore_dump(
+    repo: &Repository,
+    cfg: &AgentConfig,
+    id: &Id,
+    snap: &crate::repository::snapshot::Snapshot,
+) -> Result<GateOutcome> {
+    // The dump goes beside the volume; the app initialises the empty volume itself and the
+    // restore command loads the dump into it.
+    let _ = std::fs::remove_dir_all(&cfg.dump_dir);
+    let mut opts = RestoreOptions::new(&cfg.dump_dir);
+    opts.overwrite = true;
+    let out = restore::restore(repo, snap, &opts)?;
+    if !out.errors.is_empty() {
+        return Err(Error::corrupt(
+            format!("snapshot {}", id.short()),
+            format!("dump restore incomplete: {}", out.errors.join("; ")),
+        ));
+    }
+    let file = find_file(&cfg.dump_dir, &cfg.dump_filename).ok_or_else(|| {
+        Error::corrupt(
+            format!("snapshot {}", id.short()),
+            format!("holds no dump file {:?}", cfg.dump_filename),
+        )
+    })?;
+    info!(snapshot = %id.short(), file = %file.display(), "dump restored; it is loaded once the app is up");
+    Ok(GateOutcome::DumpStaged {
+        snapshot: *id,
+        file,
+    })
+}
+
+/// Restores into `.lifeboat/staging`, then moves it into place only when every file came back.
+fn restore_volume(
+    repo: &Repository,
+    cfg: &AgentConfig,
+    id: &Id,
+    snap: &crate::repository::snapshot::Snapshot,
+    started: Instant,
+) -> Result<GateOutcome> {
+    let staging = cfg.path.join(MARKER_DIR).join(STAGING);
+    match std::fs::remove_dir_all(&staging) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("cannot remove {}", staging.display()), e)),
+    }
+    let opts = RestoreOptions::new(&staging);
+    let out = restore::restore(repo, snap, &opts)?;
     if !out.errors.is_empty() {
         return Err(Error::corrupt(
             format!("snapshot {}", id.short()),
             format!(
-                "restore incomplete ({} error(s)): {}",
+                "restore incomplete ({} error(s)): {}; nothing was moved into the volume",
                 out.errors.len(),
                 out.errors.first().cloned().unwrap_or_default()
             ),
@@ -215,7 +327,13 @@ pub fn attempt(repo: &Repository, cfg: &AgentConfig) -> Result<GateOutcome> {
             "restored file count differs from the snapshot's summary"
         );
     }
-    finish_marker(&cfg.path, &id)?;
+    write_marker(
+        &cfg.path,
+        COMMITTING,
+        &json!({"snapshot": id.to_hex(), "staged": chrono::Utc::now()}),
+    )?;
+    restore::commit_staged(&staging, &cfg.path, &KEEP)?;
+    finish_marker(&cfg.path, id)?;
     info!(
         snapshot = %id.short(),
         files = out.files,
@@ -224,7 +342,7 @@ pub fn attempt(repo: &Repository, cfg: &AgentConfig) -> Result<GateOutcome> {
         "volume restored"
     );
     Ok(GateOutcome::Restored {
-        snapshot: id,
+        snapshot: *id,
         files: out.files,
         bytes: out.bytes,
     })

@@ -567,10 +567,13 @@ pub fn run(cli: Cli) -> Result<u8> {
                 );
             }
             if !out.errors.is_empty() {
-                return Err(Error::invalid(format!(
-                    "restore incomplete: {} problem(s), listed above; the other files were restored and verified",
+                // Exit 3 (README, "Exit codes"): the restore finished, some files are missing or
+                // damaged and are listed.
+                eprintln!(
+                    "lifeboat: restore incomplete: {} problem(s), listed above; the other files were restored and verified",
                     out.errors.len()
-                )));
+                );
+                return Ok(3);
             }
             Ok(0)
         }

@@ -126,20 +126,24 @@ impl Repository {
         }
         let key = MasterKey::generate();
         let key_file = KeyFile::create(&key, password, opts.kdf)?.to_bytes();
+        // The key's name is the hash of bytes that hold a fresh random salt and key: an object
+        // already there under that name can only be this run's own write whose reply was lost.
         let key_name = format!("keys/{}", Id::of_bytes(&key_file));
         backend.put(&key_name, Payload::Bytes(&key_file), PutMode::IfAbsent)?;
         let sealed = key.sealer(Kind::Config).seal(
             b"config",
             &serde_json::to_vec(&cfg).expect("config serializes"),
         );
-        // The copy first, `config` last: `config` is what makes the location a repository.
-        backend.put(CONFIG_COPY, Payload::Bytes(&sealed), PutMode::Overwrite)?;
+        // `config` first, create-only: it decides whose repository this is. The copy is written
+        // only once `config` is known to be ours, so a lost race never touches another
+        // repository's copy. A crash between the two leaves a repository that opens from
+        // `config` alone (`check` reports the missing copy, `repair config` writes it).
         if backend.put("config", Payload::Bytes(&sealed), PutMode::IfAbsent)?
             == PutOutcome::AlreadyExists
         {
-            let _ = backend.delete(&key_name);
-            return Err(Error::AlreadyInitialized { location });
+            Self::init_config_conflict(backend.as_ref(), &key, &sealed, &key_name, &location)?;
         }
+        backend.put(CONFIG_COPY, Payload::Bytes(&sealed), PutMode::Overwrite)?;
         Ok(Repository {
             backend: Counting::new(backend),
             key,
@@ -147,6 +151,36 @@ impl Repository {
             key_name,
             cache: None,
             ledger: verified::Ledger::in_memory(),
+        })
+    }
+
+    /// `init`'s create-only write of `config` found an object there. A retried request whose first
+    /// reply was lost finds its own write: the same bytes, or a config that this run's key opens.
+    /// Then `init` goes on. Otherwise the location belongs to another `init`; this run's key object
+    /// (its name is the hash of bytes only this run could make) is removed only when the other
+    /// config was read and definitely is not sealed under this run's key. Nothing else is deleted.
+    fn init_config_conflict(
+        backend: &dyn Backend,
+        key: &MasterKey,
+        sealed: &[u8],
+        key_name: &str,
+        location: &str,
+    ) -> Result<()> {
+        let found = backend.get("config", limits::MAX_CONFIG)?;
+        if found == sealed
+            || key
+                .sealer(Kind::Config)
+                .open(b"config", &found, &|| "config".to_string())
+                .is_ok()
+        {
+            tracing::info!(
+                "init: the store already holds this run's config (a lost reply); going on"
+            );
+            return Ok(());
+        }
+        let _ = backend.delete(key_name);
+        Err(Error::AlreadyInitialized {
+            location: location.to_string(),
         })
     }
 
@@ -186,10 +220,17 @@ impl Repository {
         }
         let keys = backend.list("keys/")?;
         let mut opened_but_config_bad = None;
+        // A key object the store failed to deliver is not a key the password failed to open.
+        let mut unread = None;
         for info in &keys {
             let key_file = match read_key_object(&backend, &info.key) {
                 Ok(k) => k,
                 Err(e @ Error::NewerFormat { .. }) => return Err(e),
+                Err(e @ (Error::Backend { .. } | Error::Io { .. })) => {
+                    tracing::warn!("cannot read {}: {e}", info.key);
+                    unread = Some(e);
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!("skipping {}: {e}", info.key);
                     continue;
@@ -234,6 +275,9 @@ impl Repository {
                     "{key} opens with this password, but no copy of the config authenticates under it ({e}); if another key object holds the same password, remove the stray key; otherwise the config and its copy {CONFIG_COPY} are both damaged"
                 ),
             ));
+        }
+        if let Some(e) = unread {
+            return Err(e);
         }
         Err(Error::WrongPassword { keys: keys.len() })
     }

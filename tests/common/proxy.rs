@@ -35,6 +35,10 @@ pub struct Plan {
     pub no_conditional: bool,
     /// Read each request, then send nothing for this long before closing (a stalled store).
     pub stall: Option<Duration>,
+    /// Inject `faults[0]` into request number `once_at` only (counted like `requests`; 0:
+    /// never), e.g. `ResetAfterForward` to let exactly one request reach the store and lose its
+    /// reply. Independent of `every`.
+    pub once_at: u64,
 }
 
 pub struct Proxy {
@@ -105,7 +109,12 @@ impl Proxy {
                     let (fault, down, strict, no_cond) = {
                         let pl = plan.lock().unwrap();
                         let f = (pl.every > 0 && n % pl.every == 0 && !pl.faults.is_empty())
-                            .then(|| pl.faults[((n / pl.every) as usize) % pl.faults.len()]);
+                            .then(|| pl.faults[((n / pl.every) as usize) % pl.faults.len()])
+                            .or_else(|| {
+                                (pl.once_at != 0 && n == pl.once_at)
+                                    .then(|| pl.faults.first().copied())
+                                    .flatten()
+                            });
                         (f, pl.down, pl.strict, pl.no_conditional)
                     };
                     if fault.is_some() || down {
