@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use common::{PASSWORD, assert_same_tree, cli_init, lifeboat};
 
 fn agent(repo: &str, volume: &Path, name: &str, cache: &Path) -> Command {
+    // The volume's mount point exists before the agent starts, as on Akash and Kubernetes.
+    std::fs::create_dir_all(volume).unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

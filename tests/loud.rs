@@ -326,3 +326,65 @@ fn sdl_inject_takes_the_repository_from_dash_r() {
         "{sdl}"
     );
 }
+
+/// Everything the agent needs is validated before the app starts, by `run` and by `config check`,
+/// and each error names the variable, the value and what is accepted.
+#[test]
+fn agent_settings_are_validated_and_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    cli_init(&repo);
+    let vol = tmp.path().join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let empty = tmp.path().join("empty-token");
+    std::fs::write(&empty, b"").unwrap();
+    let toml = tmp.path().join("lifeboat.toml");
+    std::fs::write(&toml, "schedule = \"@hourly\"\nschedual = \"@every 10s\"\n").unwrap();
+    let vol_s = vol.display().to_string();
+    let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
+        (
+            vec![(
+                "LIFEBOAT_PATH",
+                tmp.path().join("missing").display().to_string(),
+            )],
+            "does not exist",
+        ),
+        (
+            vec![("LIFEBOAT_PATH", file.display().to_string())],
+            "is not a directory",
+        ),
+        (
+            vec![("LIFEBOAT_SCHEDUEL", "@every 10s".into())],
+            "did you mean LIFEBOAT_SCHEDULE?",
+        ),
+        (
+            vec![("LIFEBOAT_CONFIG", toml.display().to_string())],
+            "LIFEBOAT_SCHEDUAL",
+        ),
+        (
+            vec![("LIFEBOAT_PAUSE", "yes".into())],
+            "LIFEBOAT_PAUSE=\"yes\" is not valid: use one of true, false",
+        ),
+        (
+            vec![("LIFEBOAT_CONTROL_TOKEN_FILE", empty.display().to_string())],
+            "LIFEBOAT_CONTROL_TOKEN_FILE",
+        ),
+    ];
+    for (env, expect) in cases {
+        for args in [&["config", "check"][..], &["run", "--", "true"][..]] {
+            let mut c = lifeboat(&repo);
+            c.env("LIFEBOAT_PATH", &vol_s)
+                .env("LIFEBOAT_SCHEDULE", "off")
+                .env("LIFEBOAT_CACHE_DIR", tmp.path().join("cache"));
+            for (k, v) in &env {
+                c.env(k, v);
+            }
+            let out = c.args(args).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{env:?} {args:?} passed");
+            assert!(err.contains(expect), "{env:?} {args:?}: {err}");
+        }
+    }
+}

@@ -256,7 +256,17 @@ pub fn secret(name: &str) -> Result<Option<String>> {
         return Ok(Some(v).filter(|v| !v.is_empty()));
     }
     match std::env::var(format!("{name}_FILE")) {
-        Ok(f) => Ok(Some(crate::cli::read_secret_file(Path::new(&f))?)),
+        Ok(f) => {
+            let v = crate::cli::read_secret_file(Path::new(&f))?;
+            // An empty file would silently mean "not set": for the control token that switches
+            // authentication off while the operator believes it is on.
+            if v.trim().is_empty() {
+                return Err(Error::invalid(format!(
+                    "{name}_FILE={f} is empty: put the secret in it, or unset {name}_FILE"
+                )));
+            }
+            Ok(Some(v))
+        }
         Err(_) => Ok(None),
     }
 }
@@ -274,6 +284,25 @@ impl AgentConfig {
         }
         let path = std::path::absolute(&path)
             .map_err(|e| Error::io(format!("{}: cannot resolve", path.display()), e))?;
+        // The volume's mount point exists before the agent starts (Akash, Kubernetes and compose
+        // all create it). A path that is missing or not a directory is a mistake — usually a
+        // LIFEBOAT_PATH that differs from the SDL's mount path — and creating it would back up
+        // the container's own disk, which dies with the lease, while reporting success.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::invalid(format!(
+                    "LIFEBOAT_PATH={} is not a directory: set it to the volume's mount path",
+                    path.display()
+                )));
+            }
+            Err(_) => {
+                return Err(Error::invalid(format!(
+                    "LIFEBOAT_PATH={} does not exist: set it to the volume's mount path (the `mount:` of the SDL's storage), or create the directory",
+                    path.display()
+                )));
+            }
+        }
         let owner = std::env::var("AKASH_OWNER").ok().filter(|s| !s.is_empty());
         let name = match (&a.name, &owner) {
             (Some(n), _) if n.trim().is_empty() => {
@@ -289,10 +318,18 @@ impl AgentConfig {
             ),
             (None, None) => path.to_string_lossy().into_owned(),
         };
-        let schedule = Schedule::parse(&a.schedule, &a.timezone)
-            .map_err(|e| Error::invalid(format!("LIFEBOAT_SCHEDULE: {e}")))?;
+        // A bad time zone names LIFEBOAT_TIMEZONE itself, not the schedule it was read with.
+        let named = |var: &str, e: String| {
+            if e.starts_with("LIFEBOAT_TIMEZONE") {
+                Error::invalid(e)
+            } else {
+                Error::invalid(format!("{var}: {e}"))
+            }
+        };
+        let schedule =
+            Schedule::parse(&a.schedule, &a.timezone).map_err(|e| named("LIFEBOAT_SCHEDULE", e))?;
         let prune_schedule = Schedule::parse(&a.prune_schedule, &a.timezone)
-            .map_err(|e| Error::invalid(format!("LIFEBOAT_PRUNE_SCHEDULE: {e}")))?;
+            .map_err(|e| named("LIFEBOAT_PRUNE_SCHEDULE", e))?;
         let prune = crate::prune::PruneOptions {
             grace: crate::format::parse_duration(&a.prune_grace)
                 .map_err(|e| Error::invalid(format!("LIFEBOAT_PRUNE_GRACE: {e}")))?,

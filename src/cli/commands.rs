@@ -215,6 +215,14 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Restore(a) if a.if_empty => {
             let repo = open(g)?;
+            // Like any restore target, it is created when missing (an init container given a
+            // path inside its mount); the agent itself requires its mount to exist.
+            std::fs::create_dir_all(&a.target).map_err(|e| {
+                Error::io(
+                    format!("cannot create restore target {}", a.target.display()),
+                    e,
+                )
+            })?;
             let mut args = crate::agent::config::AgentArgs::from_env()?;
             args.path = Some(a.target.clone());
             args.name = Some(a.name.clone().ok_or_else(|| {
@@ -497,12 +505,6 @@ pub fn run(cli: Cli) -> Result<u8> {
             let location = repo_location(g)?.to_string();
             for (k, v) in cfg.describe(&location) {
                 println!("{k}={v}");
-            }
-            if !cfg.path.is_dir() {
-                println!(
-                    "note: {} does not exist yet; it is created at start",
-                    cfg.path.display()
-                );
             }
             let backend = backend::open(&location)?;
             let pw = password::repository(g.password_file.as_deref(), false)?;

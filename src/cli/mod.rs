@@ -431,7 +431,17 @@ pub fn main() -> ExitCode {
         say_error(&e);
         return ExitCode::from(e.exit_code());
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => match settings::env_value_error(&e) {
+            Some(msg) => {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "lifeboat: {msg}");
+                return ExitCode::from(2);
+            }
+            None => e.exit(),
+        },
+    };
     let agent = matches!(cli.command, Command::Run(_) | Command::Daemon(_));
     if !agent {
         restore_sigpipe();

@@ -19,6 +19,9 @@ const OTHER_KNOWN: &[&str] = &[
     "LIFEBOAT_PASSWORD",
     "LIFEBOAT_NEW_PASSWORD",
     "LIFEBOAT_PASS_SECRETS",
+    "LIFEBOAT_CONTROL_TOKEN",
+    "LIFEBOAT_PING_URL",
+    "LIFEBOAT_WEBHOOK_URL",
     "LIFEBOAT_STAGING_DIR",
     "LIFEBOAT_S3_PATH_STYLE",
     "LIFEBOAT_S3_CONNECTIONS",
@@ -93,6 +96,68 @@ pub fn check_unknown(vars: impl Iterator<Item = String>) -> Result<()> {
     )))
 }
 
+/// When clap rejects a value that came from an environment variable (not from a flag on the
+/// command line), the message names the variable and the value instead of a flag the user never
+/// typed: `LIFEBOAT_PAUSE="yes" is not valid: use one of true, false`.
+pub fn env_value_error(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let ContextValue::String(arg) = e.get(ContextKind::InvalidArg)? else {
+        return None;
+    };
+    let long = arg
+        .split_whitespace()
+        .next()?
+        .strip_prefix("--")?
+        .to_string();
+    let typed =
+        std::env::args().any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    if typed {
+        return None;
+    }
+    let mut stack = vec![super::Cli::command()];
+    let mut var = None;
+    while let Some(cmd) = stack.pop() {
+        if let Some(a) = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()))
+        {
+            var = a.get_env().map(|v| v.to_string_lossy().into_owned());
+            if var.is_some() {
+                break;
+            }
+        }
+        stack.extend(cmd.get_subcommands().cloned());
+    }
+    let var = var?;
+    let value = std::env::var(&var).ok()?;
+    let accepted = match e.get(ContextKind::ValidValue) {
+        Some(ContextValue::Strings(v)) => format!("use one of {}", v.join(", ")),
+        _ => {
+            let text = e.to_string();
+            let why = text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .rsplit(": ")
+                .next()
+                .unwrap_or("")
+                .to_string();
+            if why.is_empty() {
+                "see --help".into()
+            } else {
+                why
+            }
+        }
+    };
+    Some(format!("{var}={value:?} is not valid: {accepted}"))
+}
+
 /// Levenshtein distance.
 fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -112,6 +177,40 @@ fn distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every `LIFEBOAT_*` name the sources mention is known, so no real setting is refused.
+    #[test]
+    fn every_setting_the_code_reads_is_known() {
+        let known = known();
+        let mut stack = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+        let mut missing = Vec::new();
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                for (i, _) in text.match_indices("\"LIFEBOAT_") {
+                    let name: String = text[i + 1..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    let base = name.strip_suffix("_FILE").unwrap_or(&name);
+                    // Prefixes in messages (`LIFEBOAT_KEEP_*`) and this module's own typo example.
+                    let prefix_or_example = name.ends_with('_')
+                        || name == "LIFEBOAT_SCHEDUEL"
+                        || known.iter().any(|k| k.starts_with(&format!("{name}_")));
+                    if prefix_or_example || known.iter().any(|k| *k == name || k == base) {
+                        continue;
+                    }
+                    missing.push(format!("{name} ({})", p.display()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not in the known settings: {missing:?}");
+    }
 
     #[test]
     fn a_typo_is_named_with_the_setting_meant() {
