@@ -108,7 +108,7 @@ pub fn restore(
     fs::create_dir_all(&opts.target)
         .ctx(|| format!("cannot create restore target {}", opts.target.display()))?;
     for (path, _) in &plan.dirs {
-        fs::create_dir_all(path).ctx(|| format!("cannot create directory {}", path.display()))?;
+        real_dir(path)?;
     }
 
     // Map every needed blob to its destinations, grouped by pack.
@@ -258,6 +258,19 @@ fn include_paths(snapshot: &Snapshot, root_names: &[String], include: &[String])
         .iter()
         .map(|p| {
             let trimmed = p.trim_end_matches('/');
+            // The absolute source path, as `snapshots` prints it: `/var/lib/pg/data/base` for a
+            // snapshot of `/var/lib/pg/data` is `/data/base` inside the snapshot.
+            for (src, name) in snapshot.paths.iter().zip(root_names) {
+                let src = src.trim_end_matches('/');
+                if src.starts_with('/') && src.len() > 1 {
+                    if trimmed == src {
+                        return format!("/{name}");
+                    }
+                    if let Some(rest) = trimmed.strip_prefix(&format!("{src}/")) {
+                        return format!("/{name}/{rest}");
+                    }
+                }
+            }
             let single = snapshot.paths.len() == 1 && root_names.len() == 1;
             let first = trimmed
                 .trim_start_matches('/')
@@ -336,6 +349,30 @@ fn make_plan(trees: &TreeLoader, snapshot: &Snapshot, opts: &RestoreOptions) -> 
                 &mut links,
             )?;
         }
+    }
+    let nothing = plan.files.is_empty()
+        && plan.dirs.is_empty()
+        && plan.symlinks.is_empty()
+        && plan.hardlinks.is_empty()
+        && plan.root_meta.is_none();
+    if !opts.include.is_empty() && nothing {
+        let mut shown: Vec<String> = Vec::new();
+        for node in &root.nodes {
+            match (single_dir, node.subtree) {
+                (true, Some(sub)) => {
+                    if let Ok(t) = trees.load(&sub) {
+                        shown.extend(t.nodes.iter().take(10).map(|n| n.name.clone()));
+                    }
+                }
+                _ => shown.push(node.name.clone()),
+            }
+        }
+        return Err(Error::invalid(format!(
+            "--include {} matches nothing in the snapshot; give paths as `ls` prints them, relative to the backed-up directory, or the absolute source path ({}); it holds: {}",
+            opts.include.join(", "),
+            snapshot.paths.join(", "),
+            shown.join(", ")
+        )));
     }
     Ok(plan)
 }
@@ -508,11 +545,41 @@ fn clone_err(key: &str, e: &Error) -> Error {
     }
 }
 
+/// Makes `path` a real directory. Directories are created parents first (the plan lists them in
+/// that order), so every component below the target is one this restore made real: a symlink or
+/// file already in the way (`restore --overwrite` into an existing tree) is removed, never
+/// followed, so nothing is written outside the target through a link the restore did not create.
+fn real_dir(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => {
+            fs::remove_file(path).ctx(|| format!("{}: cannot replace", path.display()))?;
+        }
+        Err(_) => {}
+    }
+    match fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(path).ctx(|| format!("cannot create directory {}", path.display()))
+        }
+        Err(e) => Err(Error::io(
+            format!("cannot create directory {}", path.display()),
+            e,
+        )),
+    }
+}
+
 fn create_sized(path: &Path, size: u64) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // A symlink in the file's place is removed, not followed (O_NOFOLLOW makes sure).
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        fs::remove_file(path).ctx(|| format!("{}: cannot replace", path.display()))?;
+    }
     let f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .ctx(|| format!("{}: cannot create", path.display()))?;
     f.set_len(size)

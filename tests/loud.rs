@@ -388,3 +388,136 @@ fn agent_settings_are_validated_and_named() {
         }
     }
 }
+
+#[test]
+fn restore_overwrite_never_follows_a_symlink_it_did_not_create() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let src = tmp.path().join("src");
+    cli_init(&repo);
+    write(&src.join("a/f"), b"from the snapshot");
+    write(&src.join("x"), b"x from the snapshot");
+    std::fs::set_permissions(src.join("x"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(
+        lifeboat(&repo)
+            .args(["backup", "--name", "v"])
+            .arg(&src)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let target = tmp.path().join("target");
+    let outside_dir = tmp.path().join("outside-dir");
+    let outside_file = tmp.path().join("outside-file");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::create_dir_all(&outside_dir).unwrap();
+    std::fs::write(&outside_file, b"not yours").unwrap();
+    std::fs::set_permissions(&outside_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink(&outside_dir, target.join("a")).unwrap();
+    std::os::unix::fs::symlink(&outside_file, target.join("x")).unwrap();
+    let out = lifeboat(&repo)
+        .args([
+            "restore",
+            "latest",
+            "--name",
+            "v",
+            "--overwrite",
+            "--target",
+        ])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_dir(&outside_dir).unwrap().count(),
+        0,
+        "wrote through a link"
+    );
+    assert_eq!(std::fs::read(&outside_file).unwrap(), b"not yours");
+    let mode = std::fs::metadata(&outside_file)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o644, "chmod-ed through a link");
+    assert!(
+        std::fs::symlink_metadata(target.join("a"))
+            .unwrap()
+            .is_dir()
+    );
+    assert_eq!(
+        std::fs::read(target.join("a/f")).unwrap(),
+        b"from the snapshot"
+    );
+    assert_eq!(
+        std::fs::read(target.join("x")).unwrap(),
+        b"x from the snapshot"
+    );
+}
+
+#[test]
+fn restore_include_takes_the_printed_paths_and_refuses_what_matches_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let src = tmp.path().join("data");
+    cli_init(&repo);
+    write(&src.join("base/1"), b"one");
+    write(&src.join("other"), b"two");
+    assert!(
+        lifeboat(&repo)
+            .args(["backup", "--name", "v"])
+            .arg(&src)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    // The absolute source path, as `snapshots` prints it.
+    let abs = format!("{}/base", src.display());
+    let t1 = tmp.path().join("t1");
+    let out = lifeboat(&repo)
+        .args([
+            "restore",
+            "latest",
+            "--name",
+            "v",
+            "--include",
+            &abs,
+            "--target",
+        ])
+        .arg(&t1)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(t1.join("base/1")).unwrap(), b"one");
+    assert!(!t1.join("other").exists());
+    let out = lifeboat(&repo)
+        .args([
+            "restore",
+            "latest",
+            "--name",
+            "v",
+            "--include",
+            "/nope",
+            "--target",
+        ])
+        .arg(tmp.path().join("t2"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("matches nothing") && err.contains("base") && err.contains("other"),
+        "{err}"
+    );
+}
