@@ -477,3 +477,330 @@ fn lease_races_s3_through_fault_proxy() {
     );
     check(&f);
 }
+
+// ---- Partition drill: network namespaces ----
+
+/// Runs `ip` with `args`; panics with its output on failure.
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Three namespaces made for this drill (store, old, new), veth pairs old<->store and
+/// new<->store; every address lives in them. Dropped: processes killed, namespaces deleted.
+struct Net {
+    store: String,
+    old: String,
+    new: String,
+    old_link: String,
+    pids: std::cell::RefCell<Vec<u32>>,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for p in self.pids.borrow().iter() {
+            // SAFETY: signalling processes this drill started, by pid.
+            unsafe {
+                libc::kill(*p as i32, libc::SIGKILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        for n in [&self.store, &self.old, &self.new] {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", n])
+                .status();
+        }
+    }
+}
+
+impl Net {
+    fn setup() -> Net {
+        let id = std::process::id() % 100_000;
+        let net = Net {
+            store: format!("lbds{id}"),
+            old: format!("lbdo{id}"),
+            new: format!("lbdn{id}"),
+            old_link: format!("lbo{id}s"),
+            pids: Default::default(),
+        };
+        for n in [&net.store, &net.old, &net.new] {
+            ip(&["netns", "add", n]);
+            ip(&["-n", n, "link", "set", "lo", "up"]);
+        }
+        for (ns, tag, subnet) in [(&net.old, "o", 1), (&net.new, "n", 2)] {
+            let (a, b) = (format!("lb{tag}{id}a"), format!("lb{tag}{id}s"));
+            ip(&[
+                "link", "add", &a, "netns", ns, "type", "veth", "peer", "name", &b, "netns",
+                &net.store,
+            ]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.213.{subnet}.1/24"),
+                "dev",
+                &a,
+            ]);
+            ip(&[
+                "-n",
+                &net.store,
+                "addr",
+                "add",
+                &format!("10.213.{subnet}.2/24"),
+                "dev",
+                &b,
+            ]);
+            ip(&["-n", ns, "link", "set", &a, "up"]);
+            ip(&["-n", &net.store, "link", "set", &b, "up"]);
+        }
+        net
+    }
+
+    /// Cuts (or heals) the old instance's path to the store.
+    fn old_path(&self, up: bool) {
+        ip(&[
+            "-n",
+            &self.store,
+            "link",
+            "set",
+            &self.old_link,
+            if up { "up" } else { "down" },
+        ]);
+    }
+
+    fn exec(&self, ns: &str) -> std::process::Command {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", ns]);
+        c
+    }
+}
+
+fn weed_path() -> Option<PathBuf> {
+    let out = std::process::Command::new("sh")
+        .args(["-c", "command -v weed"])
+        .output()
+        .ok()?;
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!p.is_empty()).then(|| PathBuf::from(p))
+}
+
+fn lifeboat_in(net: &Net, ns: &str, url: &str, home: &std::path::Path) -> std::process::Command {
+    let mut c = net.exec(ns);
+    c.arg(env!("CARGO_BIN_EXE_lifeboat"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("LIFEBOAT_REPOSITORY", url)
+        .env("LIFEBOAT_PASSWORD", PASSWORD)
+        .env("AWS_ACCESS_KEY_ID", seaweed::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", seaweed::SECRET_KEY)
+        .env("AWS_REGION", "us-east-1");
+    c
+}
+
+/// (id, generation, time) of every snapshot, read from the new instance's namespace.
+fn snapshot_list(
+    net: &Net,
+    url: &str,
+    home: &std::path::Path,
+) -> Vec<(String, Option<u64>, String)> {
+    let out = lifeboat_in(net, &net.new, url, home)
+        .args(["snapshots", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_string(),
+                s["lease"]["generation"].as_u64(),
+                s["time"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The old instance loses its path to the store, the new one takes over and restores, the path
+/// heals: the old instance commits nothing after the takeover and says so in its log.
+#[test]
+fn partition_drill_netns() {
+    let root = unsafe { libc::geteuid() } == 0;
+    let weed = weed_path();
+    if !root || weed.is_none() || std::process::Command::new("ip").arg("-V").output().is_err() {
+        eprintln!("PARTITION_DRILL skipped: needs root, ip and weed");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let net = Net::setup();
+    // SeaweedFS inside the store namespace.
+    let cfg = t.path().join("s3.json");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"identities":[{{"name":"lifeboat","credentials":[{{"accessKey":"{}","secretKey":"{}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#,
+            seaweed::ACCESS_KEY,
+            seaweed::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(t.path().join("weed")).unwrap();
+    let weed_log = std::fs::File::create(t.path().join("weed.log")).unwrap();
+    let w = net
+        .exec(&net.store)
+        .arg(weed.unwrap())
+        .arg("server")
+        .arg(format!("-dir={}", t.path().join("weed").display()))
+        .args(["-ip=10.213.1.2", "-ip.bind=0.0.0.0", "-filer", "-s3"])
+        .args([
+            "-master.port=9333",
+            "-volume.port=8080",
+            "-filer.port=8888",
+            "-s3.port=8333",
+        ])
+        .arg(format!("-s3.config={}", cfg.display()))
+        .args([
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=20",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+        ])
+        .stdout(weed_log.try_clone().unwrap())
+        .stderr(weed_log)
+        .spawn()
+        .unwrap();
+    net.pids.borrow_mut().push(w.id());
+    let old_url = "s3:http://10.213.1.2:8333/partition/repo";
+    let new_url = "s3:http://10.213.2.2:8333/partition/repo";
+    let home = t.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    wait_for("SeaweedFS and init", Duration::from_secs(120), || {
+        lifeboat_in(&net, &net.old, old_url, &home)
+            .args([
+                "init",
+                "--kdf-memory-kib",
+                "64",
+                "--kdf-time",
+                "1",
+                "--pack-size-mib",
+                "1",
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
+    let agent = |ns: &str, url: &str, vol: &std::path::Path, log: &std::path::Path| {
+        std::fs::create_dir_all(vol).unwrap();
+        let app = format!(
+            "while :; do date +%s.%N >> {}/app.log; sleep 0.2; done",
+            vol.display()
+        );
+        let f = std::fs::File::create(log).unwrap();
+        lifeboat_in(&net, ns, url, &home)
+            .env("LIFEBOAT_PATH", vol)
+            .env("LIFEBOAT_NAME", "partitioned")
+            .env("LIFEBOAT_CACHE_DIR", t.path().join(format!("cache-{ns}")))
+            .env("LIFEBOAT_LEASE_TTL", "4s")
+            .env("LIFEBOAT_LEASE_WAIT", "120s")
+            .env("LIFEBOAT_SCHEDULE", "@every 2s")
+            .env("LIFEBOAT_BACKUP_ON_START", "true")
+            .env("LIFEBOAT_SHUTDOWN_BACKUP_TIMEOUT", "10s")
+            .args(["run", "--", "sh", "-c", &app])
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap()
+    };
+    let (old_vol, new_vol) = (t.path().join("old-vol"), t.path().join("new-vol"));
+    let (old_log, new_log) = (t.path().join("old.log"), t.path().join("new.log"));
+    let started = Instant::now();
+    let mut old = agent(&net.old.clone(), old_url, &old_vol, &old_log);
+    net.pids.borrow_mut().push(old.id());
+    wait_for(
+        "the old instance's snapshots",
+        Duration::from_secs(60),
+        || snapshot_list(&net, new_url, &home).len() >= 2,
+    );
+    // The partition.
+    net.old_path(false);
+    let before: Vec<_> = snapshot_list(&net, new_url, &home)
+        .into_iter()
+        .filter(|s| s.1 == Some(1))
+        .collect();
+    let cut_at = Instant::now();
+    let mut new = agent(&net.new.clone(), new_url, &new_vol, &new_log);
+    net.pids.borrow_mut().push(new.id());
+    wait_for(
+        "the new instance's snapshot",
+        Duration::from_secs(90),
+        || {
+            snapshot_list(&net, new_url, &home)
+                .iter()
+                .any(|s| s.1 == Some(2))
+        },
+    );
+    let takeover = cut_at.elapsed();
+    assert!(
+        new_vol.join("app.log").exists(),
+        "the new instance restored the app's data"
+    );
+    // The path heals; the old instance keeps its schedule for a while.
+    net.old_path(true);
+    std::thread::sleep(Duration::from_secs(12));
+    let log = std::fs::read_to_string(&old_log).unwrap();
+    assert!(
+        log.contains("volume lease lost"),
+        "the old instance's log:\n{log}"
+    );
+    // Stop both (the old one's final backup must be refused too).
+    for c in [&old, &new] {
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+    }
+    let _ = old.wait();
+    let _ = new.wait();
+    let after: Vec<_> = snapshot_list(&net, new_url, &home);
+    let old_after: Vec<_> = after.iter().filter(|s| s.1 == Some(1)).cloned().collect();
+    let log = std::fs::read_to_string(&old_log).unwrap();
+    let refused = log.matches("volume lease lost").count();
+    assert_eq!(
+        old_after, before,
+        "the old instance committed after the takeover; its log:\n{log}"
+    );
+    let top = after.iter().filter_map(|s| s.1).max();
+    assert_eq!(top, Some(2));
+    for l in log.lines().filter(|l| l.contains("lease")).take(6) {
+        eprintln!("old instance: {l}");
+    }
+    eprintln!(
+        "PARTITION_DRILL: takeover {:.1} s after the cut; old instance: {} snapshots before the cut, 0 after, {refused} log lines about the lost lease; new instance: {} snapshots; {:.1} s in all",
+        takeover.as_secs_f64(),
+        before.len(),
+        after.iter().filter(|s| s.1 == Some(2)).count(),
+        started.elapsed().as_secs_f64()
+    );
+}

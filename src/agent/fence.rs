@@ -95,3 +95,53 @@ pub fn watch(
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repository::snapshot::LeaseStamp;
+
+    fn snap(secs: i64, lease: Option<(u64, i64)>) -> Snapshot {
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap();
+        Snapshot {
+            version: 1,
+            time: t(secs),
+            name: "v".into(),
+            paths: vec![],
+            hostname: String::new(),
+            username: String::new(),
+            tags: vec![],
+            labels: Default::default(),
+            method: "files".into(),
+            tree: Id::of_bytes(b"t"),
+            parent: None,
+            program_version: String::new(),
+            summary: Default::default(),
+            lease: lease.map(|(generation, since)| LeaseStamp {
+                generation,
+                since: t(since),
+            }),
+            future_dated: false,
+            stored_at: None,
+        }
+    }
+
+    #[test]
+    fn a_late_commit_of_an_older_generation_is_superseded() {
+        let a = (Id::of_bytes(b"a"), snap(100, Some((1, 0))));
+        let fork = (Id::of_bytes(b"fork"), snap(300, Some((1, 0))));
+        let b = (Id::of_bytes(b"b"), snap(250, Some((2, 200))));
+        let cli = (Id::of_bytes(b"cli"), snap(400, None));
+        let all = vec![a.clone(), b.clone(), fork.clone(), cli.clone()];
+        assert_eq!(superseded(&all), HashSet::from([fork.0]));
+        let kept: Vec<Id> = prefer(all).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(kept, vec![a.0, b.0, cli.0]);
+        // A late write seen through the store's time.
+        let mut late = snap(150, Some((1, 0)));
+        late.stored_at = DateTime::<Utc>::from_timestamp(260, 0);
+        let late = (Id::of_bytes(b"late"), late);
+        assert!(superseded(&[late.clone(), b.clone()]).contains(&late.0));
+        // Without a newer generation's snapshot nothing is superseded.
+        assert!(superseded(&[a, fork]).is_empty());
+    }
+}
