@@ -501,6 +501,7 @@ struct Net {
     new: String,
     old_link: String,
     pids: std::cell::RefCell<Vec<u32>>,
+    weed: std::cell::RefCell<Option<std::process::Child>>,
 }
 
 impl Drop for Net {
@@ -510,6 +511,10 @@ impl Drop for Net {
             unsafe {
                 libc::kill(*p as i32, libc::SIGKILL);
             }
+        }
+        if let Some(mut w) = self.weed.borrow_mut().take() {
+            let _ = w.kill();
+            let _ = w.wait();
         }
         std::thread::sleep(Duration::from_millis(200));
         for n in [&self.store, &self.old, &self.new] {
@@ -529,6 +534,7 @@ impl Net {
             new: format!("lbdn{id}"),
             old_link: format!("lbo{id}s"),
             pids: Default::default(),
+            weed: Default::default(),
         };
         for n in [&net.store, &net.old, &net.new] {
             ip(&["netns", "add", n]);
@@ -691,7 +697,7 @@ fn partition_drill_netns() {
         .stderr(weed_log)
         .spawn()
         .unwrap();
-    net.pids.borrow_mut().push(w.id());
+    *net.weed.borrow_mut() = Some(w);
     let old_url = "s3:http://10.213.1.2:8333/partition/repo";
     let new_url = "s3:http://10.213.2.2:8333/partition/repo";
     let home = t.path().join("home");
