@@ -16,25 +16,24 @@ fn committed(s: &Snapshot) -> DateTime<Utc> {
     s.stored_at.map_or(s.time, |t| t.max(s.time))
 }
 
-/// The snapshots (of one volume) that are forks: taken under lease generation `g` and committed
-/// after a generation `g' > g` began, as told by any snapshot of `g'` (its stamp's `since`).
+/// The snapshots that are forks: taken under lease generation `g` and committed
+/// after a generation `g' > g` of the same volume name began, as told by any snapshot of `g'`
+/// (its stamp's `since`).
 /// They are listed (flagged) but never become `latest` nor what the gate restores. Snapshots
 /// without a stamp are never superseded and supersede nothing: they sort by time as before.
 pub fn superseded(candidates: &[(Id, Snapshot)]) -> HashSet<Id> {
-    // Earliest known start of each generation above g, as (generation, since), sorted.
-    let mut starts: Vec<(u64, DateTime<Utc>)> = candidates
+    // Each volume name has its own generations: (name, generation, since).
+    let starts: Vec<(&str, u64, DateTime<Utc>)> = candidates
         .iter()
-        .filter_map(|(_, s)| s.lease.map(|l| (l.generation, l.since)))
+        .filter_map(|(_, s)| s.lease.map(|l| (s.name.as_str(), l.generation, l.since)))
         .collect();
-    starts.sort();
-    starts.dedup_by_key(|(g, _)| *g);
     candidates
         .iter()
         .filter(|(_, s)| {
             s.lease.is_some_and(|l| {
-                starts
-                    .iter()
-                    .any(|(g, since)| *g > l.generation && committed(s) > *since)
+                starts.iter().any(|(name, g, since)| {
+                    *name == s.name && *g > l.generation && committed(s) > *since
+                })
             })
         })
         .map(|(id, _)| *id)
@@ -142,6 +141,10 @@ mod tests {
         let late = (Id::of_bytes(b"late"), late);
         assert!(superseded(&[late.clone(), b.clone()]).contains(&late.0));
         // Without a newer generation's snapshot nothing is superseded.
-        assert!(superseded(&[a, fork]).is_empty());
+        assert!(superseded(&[a, fork.clone()]).is_empty());
+        // Another volume's generations say nothing about this one.
+        let mut other = snap(250, Some((2, 200)));
+        other.name = "w".into();
+        assert!(superseded(&[fork, (Id::of_bytes(b"w"), other)]).is_empty());
     }
 }
