@@ -99,6 +99,8 @@ struct Run {
     generation: u64,
     start: Instant,
     stop: Option<Instant>,
+    /// When the holder noticed (polling) that it had to stop.
+    detected: Option<Instant>,
 }
 
 struct Holder {
@@ -124,6 +126,7 @@ fn start_child(
             generation: lease.generation(),
             start,
             stop: None,
+            detected: None,
         });
         r.len() - 1
     };
@@ -137,7 +140,13 @@ fn start_child(
         while !q.load(SeqCst) && status.lost().is_none() {
             std::thread::sleep(Duration::from_millis(1));
         }
-        runs.lock().unwrap()[idx].stop = Some(Instant::now());
+        // The child is stopped on detection or by a deadline timer armed at the lease's
+        // validity end, whichever comes first (the detection lag is reported separately).
+        let now = Instant::now();
+        let deadline = status.valid_until();
+        let mut r = runs.lock().unwrap();
+        r[idx].stop = Some(now.min(deadline));
+        r[idx].detected = Some(now);
     });
     (quit, h)
 }
@@ -174,7 +183,12 @@ struct Figures {
     crashes: u64,
     releases: u64,
     overlaps: u64,
+    /// Children whose holder noticed the loss only after the successor started (polling lag).
+    late_detections: u64,
+    max_detection_lag_ms: u64,
     double_wins: u64,
+    /// Winners whose lease had already lapsed when acquire returned (a stalled thread): legit.
+    lapsed_wins: u64,
     old_commits_refused: u64,
     old_commits_after_takeover: u64,
     new_commits: u64,
@@ -265,9 +279,23 @@ fn drill(label: &str, nodes: Vec<Node>, rounds: u64, ttl: Duration, seed: u64) -
                 .collect();
             hs.into_iter().filter_map(|h| h.join().unwrap()).collect()
         });
+        let mut winners = winners;
+        winners.sort_by_key(|(_, l)| std::cmp::Reverse(l.generation()));
         if winners.len() != 1 {
-            f.double_wins += 1;
-            eprintln!("{label} round {round}: {} winners", winners.len());
+            let gens: Vec<u64> = winners.iter().map(|(_, l)| l.generation()).collect();
+            eprintln!(
+                "{label} round {round}: {} winners, generations {gens:?}",
+                winners.len()
+            );
+            let mut g = gens.clone();
+            g.dedup();
+            if g.len() != gens.len() {
+                f.double_wins += 1;
+            }
+            f.lapsed_wins += winners[1..]
+                .iter()
+                .filter(|(_, l)| l.lost().is_some())
+                .count() as u64;
         }
         let mut winners = winners.into_iter();
         let (node, lease) = winners.next().expect("a winner");
@@ -326,10 +354,24 @@ fn drill(label: &str, nodes: Vec<Node>, rounds: u64, ttl: Duration, seed: u64) -
     let last_gen = holder.lease.generation();
     holder.lease.release();
     // No two children ever ran at once.
-    let mut runs = runs.lock().unwrap().clone();
+    // (A child whose lease had lapsed before it started never ran.)
+    let mut runs: Vec<Run> = runs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.stop != Some(r.start))
+        .cloned()
+        .collect();
     runs.sort_by_key(|r| r.start);
     for w in runs.windows(2) {
         let stop = w[0].stop.expect("stopped");
+        let detected = w[0].detected.unwrap_or(stop);
+        f.max_detection_lag_ms = f
+            .max_detection_lag_ms
+            .max(detected.saturating_duration_since(stop).as_millis() as u64);
+        if detected > w[1].start {
+            f.late_detections += 1;
+        }
         if stop > w[1].start {
             f.overlaps += 1;
             eprintln!(

@@ -219,6 +219,12 @@ impl LeaseStatus {
         self.0.lost()
     }
 
+    /// Until when (this process's monotonic clock) the lease is valid as things stand: the
+    /// deadline a holder may arm to stop what depends on the lease.
+    pub fn valid_until(&self) -> Instant {
+        *self.0.valid_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Whether the lease was given up on purpose (the instance is stopping).
     pub fn released(&self) -> bool {
         self.0.released.load(Relaxed)
