@@ -32,7 +32,7 @@ use lifeboat::repository::Repository;
 /// A backend whose path to the store can be cut: while cut, requests fail; puts and deletes
 /// reach the store first half the time (the reply is lost).
 struct Switch {
-    inner: Box<dyn Backend>,
+    inner: Arc<dyn Backend>,
     cut: Arc<AtomicBool>,
     n: AtomicU64,
 }
@@ -440,11 +440,16 @@ fn lease_races_local() {
         &init_options(),
     )
     .unwrap();
+    // One local backend shared by the nodes: LocalBackend names its temporary files by pid and
+    // a per-instance counter, so two instances in one process can pick the same temporary name
+    // and one create-if-absent then links the other's bytes (a split brain of the drill itself,
+    // not of the protocol). Separate processes never share a temporary name.
+    let local: Arc<dyn Backend> = Arc::new(LocalBackend::new(t.path()));
     let nodes = (0..5)
         .map(|_| {
             let cut = Arc::new(AtomicBool::new(false));
             let sw = Switch {
-                inner: Box::new(LocalBackend::new(t.path())),
+                inner: local.clone(),
                 cut: cut.clone(),
                 n: AtomicU64::new(0),
             };
@@ -495,7 +500,7 @@ fn lease_races_s3_through_fault_proxy() {
         .map(|_| {
             let cut = Arc::new(AtomicBool::new(false));
             let sw = Switch {
-                inner: lifeboat::backend::open(&url).unwrap(),
+                inner: Arc::from(lifeboat::backend::open(&url).unwrap()),
                 cut: cut.clone(),
                 n: AtomicU64::new(0),
             };
