@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod config;
+pub mod fence;
 pub mod gate;
 pub mod hooks;
 pub mod http;
@@ -246,6 +247,15 @@ pub fn run(cfg: AgentConfig, access: RepoAccess, mode: Mode) -> Result<u8> {
         state,
         app: Mutex::new(None),
     });
+    // Volume lease (issue 14): report its loss.
+    if let Some(l) = agent
+        .lease
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        watch_lease(&agent, l.status());
+    }
     match repo {
         Some(r) => {
             let _ = agent.repo.set(r);
@@ -264,8 +274,44 @@ pub fn run(cfg: AgentConfig, access: RepoAccess, mode: Mode) -> Result<u8> {
     code
 }
 
+// ---- volume lease loss (issue 14) ----
+/// Once the lease is lost: the `lease_lost` metric, a log line, the ping's failure endpoint and
+/// the webhook at once and every minute after; with `LIFEBOAT_ON_LEASE_LOSS=stop-app` the app is
+/// also stopped. Backups refuse to commit by themselves (the fence in [`snapshot`]).
+fn watch_lease(agent: &Arc<Agent>, status: lease::LeaseStatus) {
+    let agent = agent.clone();
+    std::thread::spawn(move || {
+        let policy = fence::OnLeaseLoss::from_env();
+        let done = || status.released();
+        fence::watch(
+            &status,
+            Duration::from_secs(60),
+            &done,
+            &mut |why, first| {
+                agent.state.lease_lost.store(true, Relaxed);
+                error!(
+                    volume = %agent.cfg.name,
+                    "volume lease lost: {why}. This instance takes no more backups; another instance owns the volume now ({})",
+                    if policy == fence::OnLeaseLoss::StopApp { "LIFEBOAT_ON_LEASE_LOSS=stop-app: stopping the app" } else { "the app keeps running: LIFEBOAT_ON_LEASE_LOSS=keep-app" }
+                );
+                agent.notifier.failure(
+                    &format!("volume lease lost: {why}"),
+                    json!({"event": "lease.lost", "volume": agent.cfg.name, "error": why}),
+                );
+                if first && policy == fence::OnLeaseLoss::StopApp {
+                    let app = agent.app.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    if let Some(a) = app {
+                        a.signal(SIGTERM);
+                    }
+                }
+            },
+        );
+    });
+}
+// ---- end volume lease loss ----
+
 /// Keeps trying to reach the repository after the app started on a volume with data.
-fn connect_later(agent: &Agent, access: &RepoAccess, holder: &str) {
+fn connect_later(agent: &Arc<Agent>, access: &RepoAccess, holder: &str) {
     let mut delay = Duration::from_secs(5);
     loop {
         std::thread::sleep(delay);
@@ -282,6 +328,7 @@ fn connect_later(agent: &Agent, access: &RepoAccess, holder: &str) {
                     &never,
                 ) {
                     Ok(l) => {
+                        watch_lease(agent, l.status());
                         *agent.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(l);
                         let _ = agent.repo.set(repo);
                         info!("the repository answers now: backups are on");
@@ -779,6 +826,20 @@ fn snapshot(agent: &Agent, reason: Reason) -> Result<(Id, backup::BackupOutcome)
         }
         None => Source::Paths(vec![cfg.path.clone()]),
     };
+    // Volume lease fence (issue 14): no snapshot commits unless the lease is provably held.
+    if let Some(l) = agent
+        .lease
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        if let Some(why) = l.lost() {
+            return Err(Error::invalid(format!(
+                "volume lease lost ({why}): this instance takes no more backups"
+            )));
+        }
+        opts.fence = Some(backup::CommitFence(Arc::new(l.fence())));
+    }
     let app = agent.app.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let pause = match (&app, cfg.pause && cfg.dump_command.is_none()) {
         (Some(a), true) if reason != Reason::Final => {

@@ -62,6 +62,8 @@ pub struct State {
     pub prune_failures: AtomicU64,
     /// Bytes deleted by prunes since start.
     pub prune_bytes_deleted: AtomicU64,
+    /// The volume lease was lost (taken over or not renewable): backups are off.
+    pub lease_lost: AtomicBool,
 }
 
 impl State {
@@ -113,6 +115,12 @@ impl State {
             "gauge",
             "Files in the last snapshot.",
             last.files as f64,
+        );
+        g(
+            "lease_lost",
+            "gauge",
+            "1 once this instance lost its volume lease: it commits no more snapshots.",
+            f64::from(u8::from(self.lease_lost.load(Relaxed))),
         );
         g(
             "prunes_total",

@@ -80,6 +80,22 @@ pub struct BackupOptions {
     pub progress: ProgressMode,
     /// How the data was captured, recorded in the snapshot.
     pub method: Option<String>,
+    /// Run right before the snapshot commits (the agent's volume lease): an error aborts the
+    /// commit, a stamp is recorded in the snapshot.
+    pub fence: Option<CommitFence>,
+}
+
+/// A check run right before a snapshot commits; see [`BackupOptions::fence`].
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct CommitFence(
+    pub std::sync::Arc<dyn Fn() -> Result<crate::repository::snapshot::LeaseStamp> + Send + Sync>,
+);
+
+impl std::fmt::Debug for CommitFence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitFence")
+    }
 }
 
 impl BackupOptions {
@@ -98,6 +114,7 @@ impl BackupOptions {
             upload_threads: 0,
             progress: ProgressMode::Quiet,
             method: None,
+            fence: None,
         }
     }
 }
@@ -411,6 +428,7 @@ fn run(
         summary,
         future_dated: false,
         stored_at: None,
+        lease: opts.fence.as_ref().map(|f| (f.0)()).transpose()?,
     };
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome {

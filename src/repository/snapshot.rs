@@ -43,6 +43,10 @@ pub struct Snapshot {
     pub program_version: String,
     /// What the backup did.
     pub summary: Summary,
+    /// The volume lease generation this snapshot was committed under (agent snapshots; see
+    /// FORMAT.md 12a). `None` for CLI backups and older versions: those sort by time as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseStamp>,
     /// Set when loaded, never stored: the snapshot's `time` is more than [`FUTURE_TOLERANCE`]
     /// ahead of when the store says its object was written (or of this machine's clock when the
     /// store gives no time). Such a snapshot is listed with a flag but never becomes `latest` and
@@ -57,6 +61,17 @@ pub struct Snapshot {
     /// Set when loaded, never stored: when the store says the object was written.
     #[serde(skip)]
     pub stored_at: Option<DateTime<Utc>>,
+}
+
+/// The lease a snapshot was committed under: its generation and when that generation began
+/// (the taker's clock). A snapshot of generation `g` committed after a generation `g' > g` began
+/// is a fork of the volume's history and is never preferred as latest.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaseStamp {
+    /// Lease generation.
+    pub generation: u64,
+    /// When that generation took the volume.
+    pub since: DateTime<Utc>,
 }
 
 /// How far a snapshot's own time may run ahead of the store's write time. SigV4 already refuses
