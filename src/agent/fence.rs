@@ -1,53 +1,11 @@
-//! Fencing by lease generation (FORMAT.md 12a): which snapshots a newer lease generation
-//! supersedes, and what an instance does once it has lost its lease.
+//! What an instance does once it has lost its volume lease (FORMAT.md 12a). Which snapshots a
+//! newer lease generation supersedes is `repository::forks`, where `latest` is chosen.
 
-use std::collections::HashSet;
 use std::time::Duration;
-
-use chrono::{DateTime, Utc};
-
-use crate::id::Id;
-use crate::repository::snapshot::Snapshot;
 
 use super::lease::LeaseStatus;
 
-/// When a snapshot became visible: the later of its own time and the store's write time.
-fn committed(s: &Snapshot) -> DateTime<Utc> {
-    s.stored_at.map_or(s.time, |t| t.max(s.time))
-}
-
-/// The snapshots that are forks: taken under lease generation `g` and committed
-/// after a generation `g' > g` of the same volume name began, as told by any snapshot of `g'`
-/// (its stamp's `since`).
-/// They are listed (flagged) but never become `latest` nor what the gate restores. Snapshots
-/// without a stamp are never superseded and supersede nothing: they sort by time as before.
-pub fn superseded(candidates: &[(Id, Snapshot)]) -> HashSet<Id> {
-    // Each volume name has its own generations: (name, generation, since).
-    let starts: Vec<(&str, u64, DateTime<Utc>)> = candidates
-        .iter()
-        .filter_map(|(_, s)| s.lease.map(|l| (s.name.as_str(), l.generation, l.since)))
-        .collect();
-    candidates
-        .iter()
-        .filter(|(_, s)| {
-            s.lease.is_some_and(|l| {
-                starts.iter().any(|(name, g, since)| {
-                    *name == s.name && *g > l.generation && committed(s) > *since
-                })
-            })
-        })
-        .map(|(id, _)| *id)
-        .collect()
-}
-
-/// `candidates` without the superseded ones, order kept: what `latest` and the gate choose from.
-pub fn prefer(candidates: Vec<(Id, Snapshot)>) -> Vec<(Id, Snapshot)> {
-    let out = superseded(&candidates);
-    candidates
-        .into_iter()
-        .filter(|(id, _)| !out.contains(id))
-        .collect()
-}
+pub use crate::repository::forks::{prefer, superseded};
 
 /// What an instance that lost its lease does with its app (`LIFEBOAT_ON_LEASE_LOSS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,59 +50,5 @@ pub fn watch(
             last = Some(std::time::Instant::now());
         }
         std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::repository::snapshot::LeaseStamp;
-
-    fn snap(secs: i64, lease: Option<(u64, i64)>) -> Snapshot {
-        let t = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap();
-        Snapshot {
-            version: 1,
-            time: t(secs),
-            name: "v".into(),
-            paths: vec![],
-            hostname: String::new(),
-            username: String::new(),
-            tags: vec![],
-            labels: Default::default(),
-            method: "files".into(),
-            tree: Id::of_bytes(b"t"),
-            parent: None,
-            program_version: String::new(),
-            summary: Default::default(),
-            lease: lease.map(|(generation, since)| LeaseStamp {
-                generation,
-                since: t(since),
-            }),
-            future_dated: false,
-            stored_at: None,
-        }
-    }
-
-    #[test]
-    fn a_late_commit_of_an_older_generation_is_superseded() {
-        let a = (Id::of_bytes(b"a"), snap(100, Some((1, 0))));
-        let fork = (Id::of_bytes(b"fork"), snap(300, Some((1, 0))));
-        let b = (Id::of_bytes(b"b"), snap(250, Some((2, 200))));
-        let cli = (Id::of_bytes(b"cli"), snap(400, None));
-        let all = vec![a.clone(), b.clone(), fork.clone(), cli.clone()];
-        assert_eq!(superseded(&all), HashSet::from([fork.0]));
-        let kept: Vec<Id> = prefer(all).into_iter().map(|(id, _)| id).collect();
-        assert_eq!(kept, vec![a.0, b.0, cli.0]);
-        // A late write seen through the store's time.
-        let mut late = snap(150, Some((1, 0)));
-        late.stored_at = DateTime::<Utc>::from_timestamp(260, 0);
-        let late = (Id::of_bytes(b"late"), late);
-        assert!(superseded(&[late.clone(), b.clone()]).contains(&late.0));
-        // Without a newer generation's snapshot nothing is superseded.
-        assert!(superseded(&[a, fork.clone()]).is_empty());
-        // Another volume's generations say nothing about this one.
-        let mut other = snap(250, Some((2, 200)));
-        other.name = "w".into();
-        assert!(superseded(&[fork, (Id::of_bytes(b"w"), other)]).is_empty());
     }
 }

@@ -30,11 +30,16 @@ impl LocalBackend {
         Ok(self.root.join(key))
     }
 
+    /// A temporary file name no other writer uses: the pid, a counter and 64 random bits. The
+    /// counter alone is per backend instance, so two instances in one process (or a pid reused
+    /// on another machine sharing the directory) could pick the same name and one create-only
+    /// put would link the other's bytes: both would "win".
     fn tmp_path(&self) -> PathBuf {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let r = u64::from_le_bytes(crate::crypto::random_bytes());
         self.root
             .join("tmp")
-            .join(format!("put-{}-{n}", std::process::id()))
+            .join(format!("put-{}-{n}-{r:016x}", std::process::id()))
     }
 
     fn not_found_or(&self, key: &str, e: std::io::Error) -> Error {

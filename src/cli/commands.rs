@@ -144,11 +144,15 @@ pub fn run(cli: Cli) -> Result<u8> {
                 .into_iter()
                 .filter(|(_, s)| a.name.as_ref().is_none_or(|n| &s.name == n))
                 .collect();
+            let forks = crate::repository::forks::superseded(&snaps);
             if g.json {
                 let v: Vec<_> = snaps
                     .iter()
                     .map(|(id, s)| {
                         let mut o = serde_json::to_value(s).expect("snapshot serializes");
+                        if forks.contains(id) {
+                            o["superseded"] = json!(true);
+                        }
                         o["id"] = json!(id.to_hex());
                         o["short_id"] = json!(id.short());
                         o
@@ -175,6 +179,8 @@ pub fn run(cli: Cli) -> Result<u8> {
                         },
                         if s.future_dated {
                             "  !future-dated: not used as latest nor by retention"
+                        } else if forks.contains(id) {
+                            "  !fork: committed by an older lease after a newer one began; not used as latest"
                         } else {
                             ""
                         }

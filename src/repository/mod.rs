@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod forks;
 pub mod gc;
 pub mod index;
 pub mod keyring;
@@ -784,6 +785,8 @@ impl Repository {
     /// object that might be one): the restore gate's "first deployment".
     pub fn latest(&self, name: Option<&str>, fallback: bool) -> Result<Option<(Id, Snapshot)>> {
         let (good, damaged) = self.snapshots_with_damage()?;
+        // Forks of a volume's history (FORMAT.md 12a) are never latest.
+        let good = forks::prefer(good);
         let latest = good
             .into_iter()
             .rev()
