@@ -521,3 +521,42 @@ fn restore_include_takes_the_printed_paths_and_refuses_what_matches_nothing() {
         "{err}"
     );
 }
+
+/// A capture that was not consistent (the agent's pause outlasted LIFEBOAT_PAUSE_MAX) is labelled,
+/// and `latest` (so the gate) takes the newest consistent snapshot instead, saying which it
+/// skipped; with no consistent one left it is still used rather than nothing.
+#[test]
+fn an_inconsistent_capture_is_labelled_and_passed_over_by_latest() {
+    use lifeboat::backup::{self, BackupOptions, ConsistencyCheck, Source};
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write(&src.join("f"), b"one");
+    let repo = init_repo(&tmp.path().join("repo"));
+    let good = backup::backup(
+        &repo,
+        &Source::Paths(vec![src.clone()]),
+        &BackupOptions::new("v"),
+    )
+    .unwrap();
+    write(&src.join("f"), b"two");
+    let mut o = BackupOptions::new("v");
+    o.consistency = Some(ConsistencyCheck(std::sync::Arc::new(|| {
+        Some("pause limit".into())
+    })));
+    let bad = backup::backup(&repo, &Source::Paths(vec![src.clone()]), &o).unwrap();
+    assert_eq!(
+        bad.snapshot
+            .labels
+            .get("lifeboat.consistent")
+            .map(String::as_str),
+        Some("false")
+    );
+    let (id, _) = repo.find_latest(Some("v"), false).unwrap();
+    assert_eq!(id, good.id, "latest passes over the inconsistent capture");
+    // Only inconsistent ones: still restorable, used.
+    let (id, _) = repo.find_latest(None, false).unwrap();
+    assert_eq!(id, good.id);
+    repo.delete_snapshot(&good.id).unwrap();
+    let (id, _) = repo.find_latest(Some("v"), false).unwrap();
+    assert_eq!(id, bad.id);
+}

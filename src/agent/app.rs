@@ -100,6 +100,18 @@ impl PauseGuard {
     pub fn timed_out(&self) -> bool {
         self.resumed.load(SeqCst)
     }
+
+    /// A check for the backup to run just before it commits: while the guard lives, the flag is
+    /// set only by the limit running out.
+    pub fn consistency_check(&self) -> crate::backup::ConsistencyCheck {
+        let resumed = self.resumed.clone();
+        crate::backup::ConsistencyCheck(Arc::new(move || {
+            resumed.load(SeqCst).then(|| {
+                "the app was resumed when LIFEBOAT_PAUSE_MAX ran out, before the read ended"
+                    .to_string()
+            })
+        }))
+    }
 }
 
 impl Drop for PauseGuard {

@@ -797,9 +797,18 @@ fn backup_inner(agent: &Agent, reason: Reason) -> Result<(Id, backup::BackupOutc
     if !cfg.keep.is_empty() {
         match crate::forget::forget(agent.repo()?, &cfg.name, &cfg.keep, false) {
             Ok(d) => {
-                let removed = d.iter().filter(|d| !d.keep).count();
-                if removed > 0 {
-                    info!(removed, kept = d.len() - removed, "retention applied");
+                let gone: Vec<String> = d
+                    .iter()
+                    .filter(|d| !d.keep)
+                    .map(|d| format!("{} ({})", d.id.short(), d.time.format("%Y-%m-%d %H:%M:%S")))
+                    .collect();
+                if !gone.is_empty() {
+                    info!(
+                        removed = gone.len(),
+                        kept = d.len() - gone.len(),
+                        snapshots = %gone.join(", "),
+                        "retention removed snapshots"
+                    );
                 }
             }
             Err(e) => warn!("retention failed (the backup itself is safe): {e}"),
@@ -848,6 +857,9 @@ fn snapshot(agent: &Agent, reason: Reason) -> Result<(Id, backup::BackupOutcome)
         }
         _ => None,
     };
+    if let Some(p) = &pause {
+        opts.consistency = Some(p.consistency_check());
+    }
     if matches!(source, Source::Paths(_))
         && let Some(msg) = cfg.live_database_refusal(pause.is_some())
     {

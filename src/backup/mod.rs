@@ -83,7 +83,26 @@ pub struct BackupOptions {
     /// Run right before the snapshot commits (the agent's volume lease): an error aborts the
     /// commit, a stamp is recorded in the snapshot.
     pub fence: Option<CommitFence>,
+    /// Asked right before the snapshot commits: `Some(why)` when the capture turned out not to be
+    /// consistent (the agent's pause outlasted its limit). The snapshot is then labelled
+    /// `lifeboat.consistent=false` and `lifeboat.inconsistent=<why>`, and `latest` prefers a
+    /// consistent one.
+    pub consistency: Option<ConsistencyCheck>,
 }
+
+/// See [`BackupOptions::consistency`].
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct ConsistencyCheck(pub std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync>);
+
+impl std::fmt::Debug for ConsistencyCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConsistencyCheck")
+    }
+}
+
+/// Label of a snapshot whose capture was not consistent (value `false`).
+pub const CONSISTENT_LABEL: &str = "lifeboat.consistent";
 
 /// A check run right before a snapshot commits; see [`BackupOptions::fence`].
 #[derive(Clone)]
@@ -115,6 +134,7 @@ impl BackupOptions {
             progress: ProgressMode::Quiet,
             method: None,
             fence: None,
+            consistency: None,
         }
     }
 }
@@ -417,7 +437,17 @@ fn run(
         hostname: crate::sysinfo::hostname(),
         username: crate::sysinfo::username(),
         tags: opts.tags.clone(),
-        labels: opts.labels.clone(),
+        labels: {
+            let mut l = opts.labels.clone();
+            if let Some(why) = opts.consistency.as_ref().and_then(|c| (c.0)()) {
+                tracing::warn!(
+                    "snapshot not consistent ({why}): labelled so that `latest` prefers a consistent one"
+                );
+                l.insert(CONSISTENT_LABEL.into(), "false".into());
+                l.insert("lifeboat.inconsistent".into(), why);
+            }
+            l
+        },
         method: opts.method.clone().unwrap_or_else(|| match source {
             Source::Paths(_) => "files".into(),
             Source::Command { .. } => "stdin".into(),

@@ -787,10 +787,36 @@ impl Repository {
         let (good, damaged) = self.snapshots_with_damage()?;
         // Forks of a volume's history (FORMAT.md 12a) are never latest.
         let good = forks::prefer(good);
-        let latest = good
+        let mut candidates = good
             .into_iter()
             .rev()
-            .find(|(_, s)| !s.future_dated && name.is_none_or(|n| s.name == n));
+            .filter(|(_, s)| !s.future_dated && name.is_none_or(|n| s.name == n));
+        let newest = candidates.next();
+        let consistent = |s: &Snapshot| {
+            s.labels
+                .get(crate::backup::CONSISTENT_LABEL)
+                .map(String::as_str)
+                != Some("false")
+        };
+        // A capture known not to be consistent (a pause that outlasted its limit) is passed over
+        // for the newest consistent one, saying so; it is used only when there is no other.
+        let latest = match newest {
+            Some((id, s)) if !consistent(&s) => match candidates.find(|(_, s)| consistent(s)) {
+                Some(found) => {
+                    tracing::warn!(
+                        "skipping snapshot {} ({}): using {}, the newest consistent one",
+                        id.short(),
+                        s.labels
+                            .get("lifeboat.inconsistent")
+                            .map_or("not consistent", String::as_str),
+                        found.0.short()
+                    );
+                    Some(found)
+                }
+                None => Some((id, s)),
+            },
+            other => other,
+        };
         let newer_damage = damaged.iter().find(|(_, _, stored)| {
             match (stored, latest.as_ref().and_then(|(_, s)| s.stored_at)) {
                 (Some(d), Some(l)) => *d >= l,
