@@ -560,3 +560,47 @@ fn an_inconsistent_capture_is_labelled_and_passed_over_by_latest() {
     let (id, _) = repo.find_latest(Some("v"), false).unwrap();
     assert_eq!(id, bad.id);
 }
+
+/// Only storage errors are waited out at the gate: a wrong password fails at once with its advice
+/// (exit 13, the app not started), not after LIFEBOAT_RESTORE_TIMEOUT of retries.
+#[test]
+fn the_gate_fails_at_once_on_what_waiting_cannot_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    cli_init(&repo);
+    let src = tmp.path().join("src");
+    write(&src.join("f"), b"x");
+    assert!(
+        lifeboat(&repo)
+            .args(["backup", "--name", "vol"])
+            .arg(&src)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let vol = tmp.path().join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    let start = Instant::now();
+    let out = bin()
+        .env("LIFEBOAT_REPOSITORY", &repo)
+        .env("LIFEBOAT_PASSWORD", "not the password")
+        .env("LIFEBOAT_PATH", &vol)
+        .env("LIFEBOAT_NAME", "vol")
+        .env("LIFEBOAT_CACHE_DIR", tmp.path().join("cache"))
+        .env("LIFEBOAT_SCHEDULE", "off")
+        .env("LIFEBOAT_RESTORE_TIMEOUT", "5m")
+        .args(["run", "--", "sh", "-c", "echo started > started"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(13), "{err}");
+    assert!(err.contains("wrong password"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(!tmp.path().join("started").exists(), "the app started");
+}

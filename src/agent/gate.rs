@@ -368,6 +368,12 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
 
 /// Retries `op` with exponential backoff (1 s doubling to 30 s) until it succeeds or `timeout`
 /// has passed; the last error is returned. `stop` ends the wait early (a SIGTERM at start).
+/// Errors worth waiting out: the storage (unreachable, throttling, a restart), the network, an
+/// object that vanished between a listing and a read.
+fn transient(e: &Error) -> bool {
+    matches!(e, Error::Backend { .. } | Error::NotFound { .. }) || e.is_retryable()
+}
+
 pub fn retry<T>(
     what: &str,
     timeout: Duration,
@@ -379,6 +385,9 @@ pub fn retry<T>(
     loop {
         match op() {
             Ok(v) => return Ok(v),
+            // A wrong password, a setting, a volume path, damage or a newer format do not get
+            // better with waiting: fail at once with the error's own advice.
+            Err(e) if !transient(&e) => return Err(e),
             Err(e) => {
                 let now = Instant::now();
                 if now >= deadline || stop() {
