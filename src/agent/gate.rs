@@ -374,7 +374,30 @@ fn transient(e: &Error) -> bool {
     matches!(e, Error::Backend { .. } | Error::NotFound { .. }) || e.is_retryable()
 }
 
+/// Retries `op` with backoff until it succeeds, `timeout` passes or `stop` says so, but only
+/// through storage errors: anything else fails at once with its own advice.
 pub fn retry<T>(
+    what: &str,
+    timeout: Duration,
+    stop: &dyn Fn() -> bool,
+    op: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    retry_when(transient, what, timeout, stop, op)
+}
+
+/// Like [`retry`], through every error: for a restore command run against a server that is still
+/// starting, where "connection refused" comes back as the command's failure.
+pub fn retry_any<T>(
+    what: &str,
+    timeout: Duration,
+    stop: &dyn Fn() -> bool,
+    op: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    retry_when(|_| true, what, timeout, stop, op)
+}
+
+fn retry_when<T>(
+    retry_it: fn(&Error) -> bool,
     what: &str,
     timeout: Duration,
     stop: &dyn Fn() -> bool,
@@ -387,7 +410,7 @@ pub fn retry<T>(
             Ok(v) => return Ok(v),
             // A wrong password, a setting, a volume path, damage or a newer format do not get
             // better with waiting: fail at once with the error's own advice.
-            Err(e) if !transient(&e) => return Err(e),
+            Err(e) if !retry_it(&e) => return Err(e),
             Err(e) => {
                 let now = Instant::now();
                 if now >= deadline || stop() {

@@ -914,7 +914,7 @@ fn load_dump(agent: &Agent, snapshot: &Id, file: &std::path::Path) {
     };
     let cmd = cmd.replace("{file}", &file.display().to_string());
     let never_stop = || false;
-    let r = gate::retry(
+    let r = gate::retry_any(
         "restore command",
         cfg.restore_command_timeout,
         &never_stop,

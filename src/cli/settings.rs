@@ -34,6 +34,7 @@ const OTHER_KNOWN: &[&str] = &[
     "LIFEBOAT_RETRY_BUDGET",
     "LIFEBOAT_BACKUP_RETRY_WINDOW",
     "LIFEBOAT_ALLOW_LIVE_DATABASE",
+    "LIFEBOAT_ON_LEASE_LOSS",
     // Set by lifeboat for hooks and dump/restore commands.
     "LIFEBOAT_REASON",
     "LIFEBOAT_RESULT",
