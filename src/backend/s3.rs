@@ -1087,6 +1087,28 @@ impl Backend for S3Backend {
 mod tests {
     use super::*;
 
+    /// `init` and every message print the location in the form `--repo` accepts: pasted back,
+    /// it names the same bucket and prefix (it once lost its `s3:` and became a local path).
+    #[test]
+    fn the_printed_location_parses_back_to_itself() {
+        // SAFETY: the credentials check reads these; no other test in this binary reads or
+        // writes the AWS variables.
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", "k");
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", "s");
+        }
+        for url in [
+            "s3:https://gateway.storjshare.io/bucket/pg",
+            "s3:http://127.0.0.1:8333/bucket",
+            "s3://bucket/some/prefix",
+        ] {
+            let loc = S3Location::parse(url, None).unwrap();
+            let printed = S3Backend::new(loc.clone()).unwrap().location();
+            assert_eq!(printed, url);
+            assert_eq!(S3Location::parse(&printed, None).unwrap(), loc);
+        }
+    }
+
     #[test]
     fn parses_restic_and_aws_style_urls() {
         let l =
