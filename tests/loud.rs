@@ -22,6 +22,19 @@ fn bin() -> Command {
     c
 }
 
+/// The agent on volume `vol` of `repo`, as a test runs it: its own cache, a short lease, no
+/// schedule (backups come from the gate and the final backup only).
+fn agent(repo: &Path, volume: &Path, cache: &Path) -> Command {
+    let mut c = bin();
+    c.env("LIFEBOAT_REPOSITORY", repo)
+        .env("LIFEBOAT_PATH", volume)
+        .env("LIFEBOAT_NAME", "vol")
+        .env("LIFEBOAT_CACHE_DIR", cache)
+        .env("LIFEBOAT_LEASE_TTL", "3s")
+        .env("LIFEBOAT_SCHEDULE", "off");
+    c
+}
+
 #[test]
 fn a_url_without_s3_prefix_is_refused_not_made_a_directory() {
     let tmp = tempfile::tempdir().unwrap();
@@ -105,13 +118,7 @@ fn the_agent_outlives_its_log_stream_and_still_takes_the_final_backup() {
     cli_init(&repo);
     std::fs::create_dir_all(&volume).unwrap();
     write(&volume.join("data.txt"), b"precious");
-    let mut child = bin()
-        .env("LIFEBOAT_REPOSITORY", &repo)
-        .env("LIFEBOAT_PATH", &volume)
-        .env("LIFEBOAT_NAME", "vol")
-        .env("LIFEBOAT_CACHE_DIR", tmp.path().join("cache"))
-        .env("LIFEBOAT_LEASE_TTL", "3s")
-        .env("LIFEBOAT_SCHEDULE", "off")
+    let mut child = agent(&repo, &volume, &tmp.path().join("cache"))
         .args(["run", "--", "sh", "-c", "while true; do sleep 0.05; done"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -271,14 +278,8 @@ fn the_app_does_not_inherit_lifeboats_secrets_unless_asked() {
     std::fs::create_dir_all(&volume).unwrap();
     for pass in [false, true] {
         let envfile = tmp.path().join(format!("env-{pass}"));
-        let mut c = bin();
-        c.env("LIFEBOAT_REPOSITORY", &repo)
-            .env("LIFEBOAT_PATH", &volume)
-            .env("LIFEBOAT_NAME", "vol")
-            .env("LIFEBOAT_CACHE_DIR", tmp.path().join("cache"))
-            .env("LIFEBOAT_LEASE_TTL", "3s")
-            .env("LIFEBOAT_SCHEDULE", "off")
-            .env("LIFEBOAT_CONTROL_TOKEN", "control-token-value")
+        let mut c = agent(&repo, &volume, &tmp.path().join("cache"));
+        c.env("LIFEBOAT_CONTROL_TOKEN", "control-token-value")
             .env("AWS_SECRET_ACCESS_KEY", "aws-secret-value")
             .env("APP_SETTING", "kept")
             .args(["run", "--", "sh", "-c"])
@@ -582,13 +583,8 @@ fn the_gate_fails_at_once_on_what_waiting_cannot_fix() {
     let vol = tmp.path().join("vol");
     std::fs::create_dir_all(&vol).unwrap();
     let start = Instant::now();
-    let out = bin()
-        .env("LIFEBOAT_REPOSITORY", &repo)
+    let out = agent(&repo, &vol, &tmp.path().join("cache"))
         .env("LIFEBOAT_PASSWORD", "not the password")
-        .env("LIFEBOAT_PATH", &vol)
-        .env("LIFEBOAT_NAME", "vol")
-        .env("LIFEBOAT_CACHE_DIR", tmp.path().join("cache"))
-        .env("LIFEBOAT_SCHEDULE", "off")
         .env("LIFEBOAT_RESTORE_TIMEOUT", "5m")
         .args(["run", "--", "sh", "-c", "echo started > started"])
         .current_dir(tmp.path())
