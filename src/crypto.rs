@@ -49,10 +49,12 @@ pub enum Kind {
     Writer,
     /// A prune mark.
     PruneMark,
+    /// An archived PostgreSQL WAL file (format 2, revision 1).
+    Wal,
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 11] = [
         Kind::Config,
         Kind::Key,
         Kind::Index,
@@ -63,6 +65,7 @@ impl Kind {
         Kind::Lease,
         Kind::Writer,
         Kind::PruneMark,
+        Kind::Wal,
     ];
 
     /// The label used in subkey derivation and associated data (docs/FORMAT.md §4).
@@ -78,6 +81,7 @@ impl Kind {
             Kind::Lease => "lease",
             Kind::Writer => "writer",
             Kind::PruneMark => "prune mark",
+            Kind::Wal => "wal",
         }
     }
 

@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod backend;
 pub mod backup;
+pub mod capture;
 pub mod check;
 pub mod chunker;
 pub mod cli;
@@ -28,6 +29,7 @@ pub mod repository;
 pub mod restore;
 pub mod sdl;
 pub mod sysinfo;
+pub mod wal;
 
 pub use error::{Error, Result};
 pub use id::Id;

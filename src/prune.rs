@@ -108,6 +108,8 @@ pub struct PruneReport {
     pub bytes_young_unused: u64,
     /// The mark written, if any.
     pub mark: Option<String>,
+    /// Archived WAL files older than every kept base backup, deleted (counted with --dry-run).
+    pub wal_files_deleted: usize,
 }
 
 /// Runs one prune: sweep what is ripe, then mark what is unneeded now.
@@ -163,6 +165,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // Snapshots before the index: a snapshot is written after its index, so every snapshot
     // listed here finds its blobs in the index loaded next.
     let snapshots = repo.snapshots_strict()?;
+    report.wal_files_deleted = crate::wal::upkeep::prune(repo, &snapshots, opts.dry_run)?;
     // One listing of marks and of index objects serves the sweep; the mark phase reloads the
     // index only if the sweep changed it.
     let marks = repo.prune_marks()?;

@@ -210,7 +210,7 @@ fn files_mode_on_a_live_postgresql_is_refused_with_the_method_to_use() {
             .unwrap_or_else(|| panic!("{args:?}: no refusal line: {}", text(&out)));
         assert!(
             line.contains("LIFEBOAT_DUMP_COMMAND")
-                && line.contains("pg_dumpall")
+                && line.contains("LIFEBOAT_METHOD=postgres")
                 && line.contains("LIFEBOAT_ALLOW_LIVE_DATABASE")
                 && line.contains(&data.display().to_string()),
             "{line}"
@@ -382,7 +382,7 @@ fn run_around_postgresql_in_files_mode_reports_the_live_database_early() {
     let log = lines.lock().unwrap().join("\n");
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("final backup done"), "{log}");
-    assert!(found.contains("pg_dumpall"), "{found}");
+    assert!(found.contains("LIFEBOAT_METHOD=postgres"), "{found}");
     println!(
         "LIVE_DB run -- postgres: reported after {seconds:.1} s; final backup after it stopped: done"
     );

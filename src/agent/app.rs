@@ -15,6 +15,7 @@ use crate::process;
 /// A running app.
 pub struct App {
     pid: u32,
+    gone: Arc<AtomicBool>,
     /// Delivers the exit status once, when the app ends.
     pub exited: Receiver<ExitStatus>,
 }
@@ -36,8 +37,11 @@ impl App {
         let pid = child.id();
         info!(pid, command = %argv.join(" "), "app started");
         let (tx, rx) = crossbeam_channel::bounded(1);
+        let gone = Arc::new(AtomicBool::new(false));
+        let g = gone.clone();
         std::thread::spawn(move || {
             let status = child.wait();
+            g.store(true, SeqCst);
             process::done(pid);
             match status {
                 Ok(s) => {
@@ -46,7 +50,16 @@ impl App {
                 Err(e) => warn!(error = %e, "waiting for the app failed"),
             }
         });
-        Ok(App { pid, exited: rx })
+        Ok(App {
+            pid,
+            gone,
+            exited: rx,
+        })
+    }
+
+    /// Whether the app has exited.
+    pub fn has_exited(&self) -> bool {
+        self.gone.load(SeqCst)
     }
 
     /// The app's pid.
@@ -111,6 +124,12 @@ impl PauseGuard {
                     .to_string()
             })
         }))
+    }
+}
+
+impl crate::capture::Paused for PauseGuard {
+    fn timed_out(&self) -> bool {
+        PauseGuard::timed_out(self)
     }
 }
 

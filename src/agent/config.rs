@@ -143,6 +143,21 @@ pub struct AgentArgs {
     /// Tag every snapshot (repeatable, or comma-separated in the variable).
     #[arg(long = "tag", env = "LIFEBOAT_TAGS", value_delimiter = ',')]
     pub tags: Vec<String>,
+    /// How the volume is captured: files, pause, dump or postgres (default: dump when
+    /// LIFEBOAT_DUMP_COMMAND is set, pause when LIFEBOAT_PAUSE is, else files).
+    #[arg(long, env = "LIFEBOAT_METHOD")]
+    pub method: Option<String>,
+    /// postgres: PostgreSQL's archive_timeout, the longest a committed transaction waits to
+    /// reach the repository (the recovery point when the provider vanishes).
+    #[arg(long, env = "LIFEBOAT_PG_ARCHIVE_TIMEOUT", default_value = "60s")]
+    pub pg_archive_timeout: String,
+    /// postgres: the agent's socket for `wal-push`/`wal-fetch` (default in TMPDIR; for a
+    /// sidecar, a path in a volume both containers mount).
+    #[arg(long, env = "LIFEBOAT_WAL_SOCKET")]
+    pub wal_socket: Option<PathBuf>,
+    /// postgres: on a new lease, recover to this moment (RFC 3339) instead of the newest WAL.
+    #[arg(long, env = "LIFEBOAT_RESTORE_TO_TIME")]
+    pub restore_to_time: Option<String>,
 }
 
 impl AgentArgs {
@@ -241,6 +256,8 @@ pub struct AgentConfig {
     pub tags: Vec<String>,
     /// Snapshot labels (Akash lease coordinates).
     pub labels: BTreeMap<String, String>,
+    /// The capture method and its settings.
+    pub capture: crate::capture::Settings,
 }
 
 /// Name of the directory lifeboat keeps its restore markers in, inside the volume.
@@ -377,6 +394,7 @@ impl AgentConfig {
                 a.dump_filename
             )));
         }
+        let capture = capture_settings(a, &path, &name)?;
         let mut labels = BTreeMap::new();
         for (var, label) in [
             ("AKASH_OWNER", "akash.owner"),
@@ -449,6 +467,7 @@ impl AgentConfig {
             listen: a.listen,
             tags: a.tags.iter().filter(|t| !t.is_empty()).cloned().collect(),
             labels,
+            capture,
         })
     }
 
@@ -535,10 +554,15 @@ impl AgentConfig {
     /// `LIFEBOAT_ALLOW_LIVE_DATABASE`: the one-line refusal.
     /// `paused`: the copy is made with the app frozen (crash-consistent).
     pub fn live_database_refusal(&self, paused: bool) -> Option<String> {
-        if self.dump_command.is_some() || paused || self.allow_live_database {
+        if self.capture.method != crate::capture::Method::Files
+            || self.dump_command.is_some()
+            || paused
+            || self.allow_live_database
+        {
             return None;
         }
-        super::livedb::find(&self.path, &[self.path.join(MARKER_DIR)]).map(|db| db.refusal())
+        crate::capture::livedb::find(&self.path, &[self.path.join(MARKER_DIR)])
+            .map(|db| db.refusal())
     }
 
     /// Checks made once before the agent starts: no live database in files mode, and room to
@@ -552,6 +576,77 @@ impl AgentConfig {
         }
         Ok(())
     }
+}
+
+/// The capture method: `LIFEBOAT_METHOD`, or what the older settings imply.
+fn capture_settings(a: &AgentArgs, path: &Path, name: &str) -> Result<crate::capture::Settings> {
+    use crate::capture::Method;
+    let dump = a.dump_command.clone().filter(|s| !s.trim().is_empty());
+    let method = match a.method.as_deref().filter(|m| !m.trim().is_empty()) {
+        Some(m) => Method::parse(m)?,
+        None if dump.is_some() => Method::Dump,
+        None if a.pause => Method::Pause,
+        None => Method::Files,
+    };
+    if method == Method::Dump && dump.is_none() {
+        return Err(Error::invalid(
+            "LIFEBOAT_METHOD=dump needs LIFEBOAT_DUMP_COMMAND (the command that writes the dump)",
+        ));
+    }
+    if method != Method::Dump && dump.is_some() {
+        return Err(Error::invalid(format!(
+            "LIFEBOAT_DUMP_COMMAND is set but LIFEBOAT_METHOD={}: unset one of them",
+            method.name()
+        )));
+    }
+    if a.pause && method != Method::Pause {
+        return Err(Error::invalid(format!(
+            "LIFEBOAT_PAUSE=true but LIFEBOAT_METHOD={}: unset one of them",
+            method.name()
+        )));
+    }
+    if a.restore_to_time.is_some() && method != Method::Postgres {
+        return Err(Error::invalid(
+            "LIFEBOAT_RESTORE_TO_TIME replays PostgreSQL's WAL: it needs LIFEBOAT_METHOD=postgres",
+        ));
+    }
+    let restore_to_time = match a.restore_to_time.as_deref().filter(|t| !t.trim().is_empty()) {
+        Some(t) => Some(
+            chrono::DateTime::parse_from_rfc3339(t.trim())
+                .map_err(|e| {
+                    Error::invalid(format!(
+                        "LIFEBOAT_RESTORE_TO_TIME={t:?}: {e}; give RFC 3339, e.g. 2026-11-30T14:05:00Z"
+                    ))
+                })?
+                .with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        ),
+        None => None,
+    };
+    let socket = match a.wal_socket.clone().filter(|p| !p.as_os_str().is_empty()) {
+        Some(p) => std::path::absolute(&p)
+            .map_err(|e| Error::io(format!("LIFEBOAT_WAL_SOCKET {}", p.display()), e))?,
+        None => {
+            let tag = &blake3::hash(name.as_bytes()).to_hex()[..12];
+            std::env::temp_dir().join(format!("lifeboat-wal-{tag}.sock"))
+        }
+    };
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::io("finding the lifeboat binary for archive_command", e))?;
+    Ok(crate::capture::Settings {
+        method,
+        dump: dump.map(|d| (d, a.dump_filename.clone())),
+        pause_max: duration("LIFEBOAT_PAUSE_MAX", &a.pause_max)?,
+        allow_live_database: a.allow_live_database,
+        skip: vec![path.join(MARKER_DIR)],
+        postgres: crate::capture::postgres::PgSettings {
+            volume: path.to_path_buf(),
+            archive_timeout: duration("LIFEBOAT_PG_ARCHIVE_TIMEOUT", &a.pg_archive_timeout)?,
+            socket,
+            exe,
+            restore_to_time,
+        },
+    })
 }
 
 /// The staging room S3 backups need: every uploader holds a pack, one waits in the queue and

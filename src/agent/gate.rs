@@ -216,7 +216,11 @@ pub fn finish_marker(path: &Path, snapshot: &Id) -> Result<()> {
 }
 
 /// One attempt at the gate against an open repository.
-pub fn attempt(repo: &Repository, cfg: &AgentConfig) -> Result<GateOutcome> {
+pub fn attempt(
+    repo: &Repository,
+    cfg: &AgentConfig,
+    capture: &dyn crate::capture::Capture,
+) -> Result<GateOutcome> {
     let state = volume_state(&cfg.path)?;
     if state == VolumeState::HasData {
         info!(path = %cfg.path.display(), "volume has data: no restore");
@@ -224,9 +228,13 @@ pub fn attempt(repo: &Repository, cfg: &AgentConfig) -> Result<GateOutcome> {
     }
     // A damaged snapshot object that may be the newest is a failure to retry and report, never
     // a reason to fall back to an older one or to "first deployment" (Repository::latest).
-    let found = match cfg.restore_snapshot.as_deref() {
-        None => repo.latest(Some(&cfg.name), false)?,
-        Some(spec) => Some(repo.find_snapshot(spec, Some(&cfg.name))?),
+    let found = match (
+        cfg.restore_snapshot.as_deref(),
+        cfg.capture.postgres.restore_to_time.as_deref(),
+    ) {
+        (None, None) => repo.latest(Some(&cfg.name), false)?,
+        (Some(spec), _) => Some(repo.find_snapshot(spec, Some(&cfg.name))?),
+        (None, Some(t)) => Some(crate::wal::base_backup_before(repo, &cfg.name, t)?),
     };
     let Some((id, snap)) = found else {
         info!(name = %cfg.name, "no snapshot of this volume yet: first deployment, starting fresh");
@@ -247,7 +255,7 @@ pub fn attempt(repo: &Repository, cfg: &AgentConfig) -> Result<GateOutcome> {
     let r = if cfg.dump_command.is_some() {
         restore_dump(repo, cfg, &id, &snap)
     } else {
-        restore_volume(repo, cfg, &id, &snap, started)
+        restore_volume(repo, cfg, &id, &snap, started, capture)
     };
     if r.is_err() {
         // Leave the volume as it was before: empty. The dump lives beside the volume.
@@ -299,6 +307,7 @@ fn restore_volume(
     id: &Id,
     snap: &crate::repository::snapshot::Snapshot,
     started: Instant,
+    capture: &dyn crate::capture::Capture,
 ) -> Result<GateOutcome> {
     let staging = cfg.path.join(MARKER_DIR).join(STAGING);
     match std::fs::remove_dir_all(&staging) {
@@ -327,6 +336,9 @@ fn restore_volume(
             "restored file count differs from the snapshot's summary"
         );
     }
+    // The method's own additions (PostgreSQL's recovery settings) go into the staged copy, so
+    // the volume never holds a restored database without them.
+    capture.after_restore(&staging, snap)?;
     write_marker(
         &cfg.path,
         COMMITTING,

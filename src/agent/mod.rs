@@ -14,11 +14,11 @@ pub mod gate;
 pub mod hooks;
 pub mod http;
 pub mod lease;
-pub mod livedb;
 pub mod notify;
 pub mod schedule;
 pub mod shutdown;
 pub mod state;
+mod wal;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -36,7 +36,7 @@ use self::gate::GateOutcome;
 use self::lease::Lease;
 use self::notify::Notifier;
 use self::state::State;
-use crate::backup::{self, BackupOptions, Source};
+use crate::backup::{self, BackupOptions};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repository::{InitOptions, Repository};
@@ -64,6 +64,7 @@ pub const EXIT_GATE_FAILED: u8 = 13;
 
 struct Agent {
     cfg: AgentConfig,
+    capture: Box<dyn crate::capture::Capture>,
     repo: OnceLock<Arc<Repository>>,
     lease: Mutex<Option<Lease>>,
     state: Arc<State>,
@@ -171,6 +172,7 @@ pub fn run(cfg: AgentConfig, access: RepoAccess, mode: Mode) -> Result<u8> {
         )?;
     }
     let stopped = || stop.load(Relaxed);
+    let capture = crate::capture::choose(&cfg.capture);
 
     info!(name = %cfg.name, path = %cfg.path.display(), schedule = %cfg.schedule, "lifeboat agent starting");
     // A volume that has data needs nothing from the repository to start: if the repository does
@@ -216,7 +218,7 @@ pub fn run(cfg: AgentConfig, access: RepoAccess, mode: Mode) -> Result<u8> {
             )?;
             let started = Instant::now();
             let outcome = match gate::retry("restore gate", cfg.restore_timeout, &stopped, || {
-                gate::attempt(repo, &cfg)
+                gate::attempt(repo, &cfg, capture.as_ref())
             }) {
                 Ok(o) => o,
                 Err(e) => {
@@ -242,6 +244,7 @@ pub fn run(cfg: AgentConfig, access: RepoAccess, mode: Mode) -> Result<u8> {
     let agent = Arc::new(Agent {
         notifier: Notifier::new(cfg.ping_url.clone(), cfg.webhook_url.clone()),
         cfg,
+        capture,
         repo: OnceLock::new(),
         lease: Mutex::new(lease),
         state,
@@ -414,10 +417,33 @@ fn main_loop(
     triggers: Receiver<Option<Sender<std::result::Result<Id, String>>>>,
 ) -> Result<u8> {
     let cfg = &agent.cfg;
+    let postgres = agent.capture.method() == crate::capture::Method::Postgres;
+    // PostgreSQL's archive_command and restore_command reach the agent here; it must listen
+    // before the server starts (a restored server asks for WAL at once).
+    let _wal_server = if postgres {
+        Some(crate::wal::socket::WalServer::start(
+            &cfg.capture.postgres.socket,
+            Arc::new(wal::AgentWal(agent.clone())),
+        )?)
+    } else {
+        None
+    };
     let app = match &mode {
-        Mode::Wrap(argv) => Some(Arc::new(App::start(argv)?)),
+        Mode::Wrap(argv) => {
+            let mut argv = argv.clone();
+            argv.extend(agent.capture.app_args(&argv));
+            Some(Arc::new(App::start(&argv)?))
+        }
         Mode::Daemon => None,
     };
+    if postgres {
+        // Ready (and backing up) only once PostgreSQL is out of recovery: a base backup of a
+        // server still replaying WAL would be a standby's.
+        agent.state.ready.store(false, Relaxed);
+        agent.state.recovering.store(true, Relaxed);
+        let agent = agent.clone();
+        std::thread::spawn(move || wait_for_recovery(&agent));
+    }
     *agent.app.lock().unwrap_or_else(|e| e.into_inner()) = app.clone();
     if let GateOutcome::DumpStaged { snapshot, file } = outcome {
         let agent = agent.clone();
@@ -428,7 +454,7 @@ fn main_loop(
         let agent = agent.clone();
         std::thread::spawn(move || watch_live_database(&agent));
     }
-    if cfg.backup_on_start {
+    if cfg.backup_on_start && !postgres {
         spawn_backup(agent, Reason::Start, None);
     }
     let jitter = chrono::Duration::from_std(cfg.jitter).unwrap_or_default();
@@ -477,6 +503,10 @@ fn main_loop(
                             final_failed = !final_backup(agent, deadline);
                             final_needed = false;
                         }
+                        // PostgreSQL's SIGTERM is a smart shutdown, which waits for every client to
+                        // leave (the official image's STOPSIGNAL is SIGINT for this reason): the
+                        // fast shutdown fits the platform's grace period.
+                        let s = if postgres && s == SIGTERM { SIGINT } else { s };
                         info!(signal = s, "forwarding signal to the app");
                         a.signal(s);
                     }
@@ -825,16 +855,6 @@ fn snapshot(agent: &Agent, reason: Reason) -> Result<(Id, backup::BackupOutcome)
     opts.labels = cfg.labels.clone();
     opts.labels
         .insert("lifeboat.reason".into(), reason.as_str().into());
-    let source = match &cfg.dump_command {
-        Some(cmd) => {
-            opts.method = Some("dump".into());
-            Source::Command {
-                command: cmd.clone(),
-                filename: cfg.dump_filename.clone(),
-            }
-        }
-        None => Source::Paths(vec![cfg.path.clone()]),
-    };
     // Volume lease fence (issue 14): no snapshot commits unless the lease is provably held.
     if let Some(l) = agent
         .lease
@@ -849,32 +869,74 @@ fn snapshot(agent: &Agent, reason: Reason) -> Result<(Id, backup::BackupOutcome)
         }
         opts.fence = Some(backup::CommitFence(Arc::new(l.fence())));
     }
-    let app = agent.app.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let pause = match (&app, cfg.pause && cfg.dump_command.is_none()) {
-        (Some(a), true) if reason != Reason::Final => {
-            opts.method = Some("pause".into());
-            Some(a.pause(cfg.pause_max))
-        }
-        _ => None,
-    };
-    if let Some(p) = &pause {
-        opts.consistency = Some(p.consistency_check());
-    }
-    if matches!(source, Source::Paths(_))
-        && let Some(msg) = cfg.live_database_refusal(pause.is_some())
-    {
-        return Err(Error::invalid(msg));
-    }
     let repo = agent.repo()?;
-    let out = backup::backup(repo, &source, &opts);
-    if let Some(p) = pause {
-        if p.timed_out() {
-            warn!("the backup outlasted LIFEBOAT_PAUSE_MAX: this snapshot is not crash-consistent");
-        }
-        drop(p);
+    let app = agent.app.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let control = app.as_ref().map(|a| AppHandle(a.clone()));
+    let exited = app.as_ref().is_some_and(|a| a.has_exited());
+    let wal: crate::capture::WalReader = {
+        let repo = repo.clone();
+        let name = cfg.name.clone();
+        Arc::new(move |f: &str| crate::wal::WalArchive::new(&repo, &name).fetch(f))
+    };
+    let prepared = agent.capture.begin(crate::capture::Begin {
+        path: &cfg.path,
+        is_final: reason == Reason::Final,
+        app: control
+            .as_ref()
+            .map(|c| c as &dyn crate::capture::AppControl),
+        app_exited: exited,
+        opts: &mut opts,
+        wal: Some(wal),
+    })?;
+    let out = backup::backup(repo, &prepared.source, &opts);
+    drop(prepared.guard);
+    if let Some(after) = prepared.after
+        && let Some(w) = after()
+    {
+        warn!("{w}");
     }
     let out = out?;
     Ok((out.id, out))
+}
+
+/// The wrapped app as capture methods see it.
+struct AppHandle(Arc<App>);
+
+impl crate::capture::AppControl for AppHandle {
+    fn pause(&self, max: Duration) -> Box<dyn crate::capture::Paused> {
+        Box::new(self.0.pause(max))
+    }
+}
+
+/// Holds readiness back until the restored (or restarted) database finished replaying its log,
+/// then takes a base backup at once: the new timeline's first.
+fn wait_for_recovery(agent: &Arc<Agent>) {
+    let started = Instant::now();
+    let mut said = false;
+    loop {
+        if shutdown::stopping() {
+            return;
+        }
+        match agent.capture.recovered() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => warn!("{e}"),
+        }
+        if !said && started.elapsed() > Duration::from_secs(5) {
+            info!("waiting for PostgreSQL to finish recovery before reporting ready");
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    agent.state.recovering.store(false, Relaxed);
+    agent.state.ready.store(true, Relaxed);
+    info!(
+        seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+        "PostgreSQL is up and out of recovery: ready"
+    );
+    if said || agent.cfg.backup_on_start {
+        spawn_backup(agent, Reason::Start, None);
+    }
 }
 
 /// Files mode around an app that turns out to run a database on the volume: say so (error line,

@@ -58,6 +58,16 @@ pub struct State {
     pub pruning: AtomicBool,
     /// Prunes that finished.
     pub prunes: AtomicU64,
+    /// WAL files archived (postgres method).
+    pub wal_files: AtomicU64,
+    /// Bytes stored for archived WAL files.
+    pub wal_bytes: AtomicU64,
+    /// Archive requests that failed (PostgreSQL retries them).
+    pub wal_failures: AtomicU64,
+    /// Unix time the newest WAL file was archived: the recovery point.
+    pub wal_last: AtomicU64,
+    /// Set while the restored app is still replaying its log (PostgreSQL recovery).
+    pub recovering: AtomicBool,
     /// Prunes that failed.
     pub prune_failures: AtomicU64,
     /// Bytes deleted by prunes since start.
@@ -141,6 +151,36 @@ impl State {
             self.prune_bytes_deleted.load(Relaxed) as f64,
         );
         g(
+            "wal_archived_files_total",
+            "counter",
+            "WAL files archived into the repository since start (postgres method).",
+            self.wal_files.load(Relaxed) as f64,
+        );
+        g(
+            "wal_stored_bytes_total",
+            "counter",
+            "Bytes stored for archived WAL files since start.",
+            self.wal_bytes.load(Relaxed) as f64,
+        );
+        g(
+            "wal_archive_failures_total",
+            "counter",
+            "WAL archive requests that failed since start (PostgreSQL retries them; WAL piles up in pg_wal meanwhile).",
+            self.wal_failures.load(Relaxed) as f64,
+        );
+        g(
+            "wal_last_archived_timestamp_seconds",
+            "gauge",
+            "Unix time the newest WAL file was archived: the recovery point if the provider vanished now (0: none yet).",
+            self.wal_last.load(Relaxed) as f64,
+        );
+        g(
+            "recovering",
+            "gauge",
+            "1 while the restored database replays its WAL; /readyz answers 503 meanwhile.",
+            f64::from(u8::from(self.recovering.load(Relaxed))),
+        );
+        g(
             "backups_total",
             "counter",
             "Successful backups since start.",
@@ -211,6 +251,8 @@ impl State {
             "failures": self.failures.load(Relaxed),
             "skipped_runs": self.skipped.load(Relaxed),
             "running": self.busy.try_lock().is_err(),
+            "recovering": self.recovering.load(Relaxed),
+            "wal_last_archived": self.wal_last.load(Relaxed),
         })
     }
 }

@@ -10,6 +10,7 @@
 //! then the snapshot: a run that dies early leaves only packs, which the next run adopts.
 
 mod heartbeat;
+mod late;
 mod packer;
 mod vouch;
 mod walk;
@@ -37,6 +38,7 @@ use crate::repository::tree::{Node, NodeKind, Tree};
 use crate::repository::{Repository, TreeLoader};
 
 pub(crate) use heartbeat::Heartbeat;
+pub use late::{LateFile, LateFiles, LateOutput};
 pub use packer::{FinishedPack, PackWriter, Packer, SealedBlob};
 pub use walk::node_from_metadata;
 use walk::{FileJob, Pending, Walker};
@@ -88,6 +90,16 @@ pub struct BackupOptions {
     /// `lifeboat.consistent=false` and `lifeboat.inconsistent=<why>`, and `latest` prefers a
     /// consistent one.
     pub consistency: Option<ConsistencyCheck>,
+    /// Files known only once every other file was read (PostgreSQL's `backup_label`); see
+    /// [`late`].
+    pub late_files: Option<LateFiles>,
+    /// The files are being written while they are read: a database's own directory during a
+    /// hot backup, whose log (WAL) repairs what the copy caught mid-write. A file or directory
+    /// that disappears between the listing and the read (a dropped table) is left out silently
+    /// instead of counted as an error, and a file whose mtime is within two seconds before the
+    /// parent snapshot started is read again even when it looks unchanged (it may have been
+    /// written within one timestamp tick after the parent read it; git's "racy clean" rule).
+    pub live_files: bool,
 }
 
 /// See [`BackupOptions::consistency`].
@@ -135,6 +147,8 @@ impl BackupOptions {
             method: None,
             fence: None,
             consistency: None,
+            late_files: None,
+            live_files: false,
         }
     }
 }
@@ -276,6 +290,8 @@ fn run(
     let (result_tx, result_rx) = unbounded::<(usize, Result<FileOutcome>)>();
 
     let mut root_id: Option<Id> = None;
+    let mut late_labels = BTreeMap::new();
+    let mut late_files = 0u64;
     let mut walk_stats = walk::WalkStats::default();
 
     std::thread::scope(|s| {
@@ -320,8 +336,13 @@ fn run(
                     next_job: 0,
                     stats: walk::WalkStats::default(),
                     force: opts.force,
+                    racy_before_ns: match &parent {
+                        Some((_, _, t)) if opts.live_files => *t,
+                        _ => i64::MAX,
+                    },
+                    vanished_ok: opts.live_files,
                 };
-                let parent_root = parent.as_ref().map(|(_, t)| t);
+                let parent_root = parent.as_ref().map(|(_, t, _)| t);
                 for (path, name) in &roots {
                     let pnode = parent_root.and_then(|t| t.find(name));
                     if let Some(p) = walker.root(path, name.clone(), pnode) {
@@ -344,8 +365,6 @@ fn run(
                 }
             }
         }
-        drop(raw_tx);
-
         let mut results: Vec<Option<Result<FileOutcome>>> = Vec::new();
         for (idx, r) in result_rx.iter() {
             if results.len() <= idx {
@@ -353,6 +372,17 @@ fn run(
             }
             results[idx] = Some(r);
         }
+        // Every file is read: now the files that exist only after the copy (backup_label).
+        if let Some(late) = opts.late_files.as_ref().filter(|_| !shared.aborted()) {
+            match add_late_files(shared, late, &roots, &mut pending, &raw_tx) {
+                Ok((l, n)) => {
+                    late_labels = l;
+                    late_files = n;
+                }
+                Err(e) => shared.fail(e),
+            }
+        }
+        drop(raw_tx);
         if !shared.aborted() {
             let mut builder = TreeBuilder {
                 shared,
@@ -361,6 +391,7 @@ fn run(
                 sealed: &sealed_tx,
                 errors: 0,
                 compressor: None,
+                vanished_ok: opts.live_files,
             };
             let root = builder.nodes(pending).and_then(|nodes| {
                 let mut tree = Tree { nodes };
@@ -409,7 +440,7 @@ fn run(
 
     let warnings = shared.warnings.into_inner().expect("warnings");
     let summary = Summary {
-        files_new: walk_stats.files_new,
+        files_new: walk_stats.files_new + late_files,
         files_changed: walk_stats.files_changed,
         files_unmodified: walk_stats.files_unmodified,
         dirs: walk_stats.dirs,
@@ -420,7 +451,7 @@ fn run(
         bytes_added: shared.bytes_added.load(Relaxed),
         bytes_stored: shared.bytes_stored.load(Relaxed),
         total_bytes: walk_stats.total_bytes,
-        total_files: walk_stats.total_files,
+        total_files: walk_stats.total_files + late_files,
         packs_written,
         packs_adopted,
         duration_seconds: started.elapsed().as_secs_f64(),
@@ -439,6 +470,7 @@ fn run(
         tags: opts.tags.clone(),
         labels: {
             let mut l = opts.labels.clone();
+            l.extend(late_labels);
             if let Some(why) = opts.consistency.as_ref().and_then(|c| (c.0)()) {
                 tracing::warn!(
                     "snapshot not consistent ({why}): labelled so that `latest` prefers a consistent one"
@@ -453,7 +485,7 @@ fn run(
             Source::Command { .. } => "stdin".into(),
         }),
         tree: root_id,
-        parent: parent.map(|(id, _)| id),
+        parent: parent.map(|(id, _, _)| id),
         program_version: env!("CARGO_PKG_VERSION").into(),
         summary,
         future_dated: false,
@@ -531,11 +563,13 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
+/// The parent snapshot, its root tree, and the time before which a file's mtime must lie for
+/// the parent's copy of it to be trusted (see `Walker::unchanged`).
 fn find_parent(
     repo: &Repository,
     index: &Index,
     opts: &BackupOptions,
-) -> Result<Option<(Id, Tree)>> {
+) -> Result<Option<(Id, Tree, i64)>> {
     if opts.force {
         return Ok(None);
     }
@@ -548,8 +582,11 @@ fn find_parent(
             .find(|(_, s)| s.name == opts.name),
     };
     let Some((id, s)) = snap else { return Ok(None) };
+    // Two seconds before the parent started: comfortably more than any file system's timestamp
+    // granularity, so a write after the parent read a file always changes its mtime.
+    let racy_before = s.time.timestamp_nanos_opt().unwrap_or(i64::MAX) - 2_000_000_000;
     match TreeLoader::new(repo, index).load(&s.tree) {
-        Ok(t) => Ok(Some((id, t))),
+        Ok(t) => Ok(Some((id, t, racy_before))),
         Err(e) => {
             tracing::warn!(
                 "parent snapshot {} unusable, reading all files: {e}",
@@ -846,6 +883,32 @@ fn stream_command(
     Ok(node)
 }
 
+/// Chunks the late files and places them into the pending tree (see [`late`]).
+fn add_late_files(
+    shared: &Shared,
+    late: &LateFiles,
+    roots: &[(PathBuf, OsString)],
+    pending: &mut [Pending],
+    raw: &Sender<RawBlob>,
+) -> Result<(BTreeMap<String, String>, u64)> {
+    let mut chunker = Chunker::new(&shared.repo.config().chunker);
+    let out = (late.0)()?;
+    let n = out.files.len() as u64;
+    for f in out.files {
+        let mut content = Vec::new();
+        let size = chunk_into(shared, &mut chunker, f.content, raw, &mut content)?;
+        let mut node = late::node_for(
+            &f.path,
+            late::parent_dir(pending, roots, &f.path),
+            f.mode,
+            size,
+        );
+        node.content = content;
+        late::insert(pending, roots, &f.path, node)?;
+    }
+    Ok((out.labels, n))
+}
+
 /// Turns pending nodes into finished ones, writing tree blobs bottom-up.
 struct TreeBuilder<'a, 's> {
     shared: &'a Shared<'s>,
@@ -854,6 +917,7 @@ struct TreeBuilder<'a, 's> {
     sealed: &'a Sender<SealedBlob>,
     errors: u64,
     compressor: Option<zstd::bulk::Compressor<'static>>,
+    vanished_ok: bool,
 }
 
 impl TreeBuilder<'_, '_> {
@@ -870,6 +934,9 @@ impl TreeBuilder<'_, '_> {
                             out.push(n);
                         }
                         Some(Err(Error::Interrupted)) | None => return Err(Error::Interrupted),
+                        Some(Err(Error::Io { source, .. }))
+                            if self.vanished_ok
+                                && source.kind() == std::io::ErrorKind::NotFound => {}
                         Some(Err(e)) => {
                             self.errors += 1;
                             self.shared.warn(e.to_string());

@@ -53,6 +53,11 @@ pub(super) struct Walker<'a> {
     pub next_job: usize,
     pub stats: WalkStats,
     pub force: bool,
+    /// A file whose mtime is not before this (nanoseconds) is read even when it looks unchanged:
+    /// it may have been written right after the parent read it, within one timestamp tick.
+    pub racy_before_ns: i64,
+    /// See `BackupOptions::live_files`.
+    pub vanished_ok: bool,
 }
 
 /// Fills a node's metadata fields from `lstat` results.
@@ -164,6 +169,7 @@ impl Walker<'_> {
     fn unchanged(&self, p: &Node, n: &Node) -> bool {
         p.size == n.size
             && p.mtime_ns == n.mtime_ns
+            && n.mtime_ns < self.racy_before_ns
             && p.ctime_ns == n.ctime_ns
             && p.inode == n.inode
             && p.content.iter().all(|id| self.shared.vouch.reusable(id))
@@ -184,6 +190,9 @@ impl Walker<'_> {
     fn dir(&mut self, path: &Path, parent: Option<&Tree>) -> Vec<Pending> {
         let rd = match fs::read_dir(path) {
             Ok(rd) => rd,
+            Err(e) if self.vanished_ok && e.kind() == std::io::ErrorKind::NotFound => {
+                return Vec::new();
+            }
             Err(e) => {
                 self.warn(format!("{}: cannot list directory: {e}", path.display()));
                 return Vec::new();
@@ -208,6 +217,7 @@ impl Walker<'_> {
             }
             let meta = match fs::symlink_metadata(&child) {
                 Ok(m) => m,
+                Err(e) if self.vanished_ok && e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => {
                     self.warn(format!("{}: {e}", child.display()));
                     continue;

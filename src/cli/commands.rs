@@ -238,7 +238,11 @@ pub fn run(cli: Cli) -> Result<u8> {
             })?);
             args.restore_snapshot = (a.snapshot != "latest").then(|| a.snapshot.clone());
             let cfg = AgentConfig::from_args(&args)?;
-            let outcome = crate::agent::gate::attempt(&repo, &cfg)?;
+            let outcome = crate::agent::gate::attempt(
+                &repo,
+                &cfg,
+                crate::capture::choose(&cfg.capture).as_ref(),
+            )?;
             let what = match &outcome {
                 GateOutcome::HasData => "the target has data: nothing restored".to_string(),
                 GateOutcome::Fresh => {
@@ -534,6 +538,9 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
+        Command::Restore(a) if a.to_time.is_some() => super::wal::restore_to_time(g, &a),
+        Command::WalPush(a) => super::wal::push(g, &a),
+        Command::WalFetch(a) => super::wal::fetch(g, &a),
         Command::Restore(a) => {
             let repo = open(g)?;
             let (id, snap) = if a.snapshot == "latest" {
@@ -724,7 +731,7 @@ fn repo_location(g: &Global) -> Result<&str> {
     })
 }
 
-fn open(g: &Global) -> Result<Repository> {
+pub(super) fn open(g: &Global) -> Result<Repository> {
     let location = repo_location(g)?;
     let repo = open_uncached(g)?;
     if g.no_cache {

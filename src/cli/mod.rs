@@ -9,6 +9,7 @@ mod commands;
 mod demo;
 mod password;
 mod settings;
+mod wal;
 
 pub use password::read_file as read_secret_file;
 
@@ -104,6 +105,38 @@ enum Command {
     /// Akash SDL files: check them, or put a service under lifeboat.
     #[command(subcommand)]
     Sdl(SdlCommand),
+    /// PostgreSQL's archive_command: store one WAL file in the repository (through the agent's
+    /// socket when given, else opening the repository itself).
+    WalPush(WalPushArgs),
+    /// PostgreSQL's restore_command: fetch one WAL file. Exit 0: written; 1: not archived (the
+    /// end of recovery); 126: the archive cannot be read or has a hole (recovery stops loudly).
+    WalFetch(WalFetchArgs),
+}
+
+#[derive(Args, Debug)]
+struct WalPushArgs {
+    /// The file (PostgreSQL's %p, relative to the data directory).
+    file: PathBuf,
+    /// The agent's WAL socket.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Volume name (without --socket).
+    #[arg(long, env = "LIFEBOAT_NAME")]
+    name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct WalFetchArgs {
+    /// The WAL file's name (PostgreSQL's %f).
+    file: String,
+    /// Where to write it (PostgreSQL's %p).
+    dest: PathBuf,
+    /// The agent's WAL socket.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Volume name (without --socket).
+    #[arg(long, env = "LIFEBOAT_NAME")]
+    name: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -265,6 +298,11 @@ struct RestoreArgs {
     /// newest readable snapshot instead of refusing (and say which one was restored).
     #[arg(long)]
     fallback: bool,
+    /// PostgreSQL point-in-time restore (RFC 3339): restore the newest base backup of --name
+    /// from before this moment and set the data directory up to replay archived WAL up to it
+    /// when the server starts (which then needs LIFEBOAT_REPOSITORY and the password).
+    #[arg(long, conflicts_with_all = ["if_empty", "include"])]
+    to_time: Option<String>,
 }
 
 #[derive(Args, Debug)]

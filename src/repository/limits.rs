@@ -24,6 +24,9 @@ pub const PACK_SLACK: u64 = 64 * 1024 * 1024;
 /// memory: 500,000 packs is 16 TB at the default pack size, far beyond one volume.
 pub const MAX_LIST: usize = 500_000;
 
+/// An archived WAL file: PostgreSQL's largest segment size (1 GiB), compressed, in an envelope.
+pub const MAX_WAL: u64 = (1 << 30) + (1 << 20);
+
 /// The largest object acceptable under `key`, given the repository's pack size.
 pub fn max_object_size(key: &str, pack_size: u64) -> u64 {
     let dir = key.split('/').next().unwrap_or(key);
@@ -34,6 +37,7 @@ pub fn max_object_size(key: &str, pack_size: u64) -> u64 {
         "index" | "prune" => MAX_INDEX,
         "leases" | "writers" => MAX_RECORD,
         "data" => pack_size + PACK_SLACK,
+        "wal" => MAX_WAL,
         // Nothing else is ever read; a small bound keeps a mistake cheap.
         _ => MAX_RECORD,
     }

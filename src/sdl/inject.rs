@@ -67,7 +67,11 @@ const PRESETS: &[Preset] = &[
         image: "postgres",
         entrypoint: &["docker-entrypoint.sh"],
         cmd: &["postgres"],
-        env: &["LIFEBOAT_PAUSE=true"],
+        // Hot base backups and WAL archived within a minute (issue 16); no pause.
+        env: &[
+            "LIFEBOAT_METHOD=postgres",
+            "LIFEBOAT_PG_ARCHIVE_TIMEOUT=60s",
+        ],
     },
     Preset {
         image: "mysql",

@@ -87,7 +87,7 @@ fn check_dir(dir: &Path) -> Option<LiveDatabase> {
                 kind: "PostgreSQL",
                 path: dir.to_path_buf(),
                 evidence: format!("PG_VERSION and postmaster.pid of running process {pid}"),
-                advice: "Set LIFEBOAT_DUMP_COMMAND (e.g. `pg_dumpall -U postgres`) for a dump, or LIFEBOAT_PAUSE=true for a crash-consistent copy",
+                advice: "Set LIFEBOAT_METHOD=postgres for hot base backups with WAL archiving (or LIFEBOAT_DUMP_COMMAND, e.g. `pg_dumpall -U postgres`, for a dump)",
             });
         }
         return None;
