@@ -173,6 +173,24 @@ impl Env {
     }
 }
 
+/// Every WAL object in the repository with its size.
+fn wal_objects(repo: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for d in std::fs::read_dir(repo.join("wal"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+            out.push((
+                f.file_name().to_string_lossy().into_owned(),
+                f.metadata().map_or(0, |m| m.len()),
+            ));
+        }
+    }
+    out
+}
+
 /// lifeboat's pid: the one child of `unshare`.
 fn inner_pid(unshare: &Child) -> i32 {
     let p = format!("/proc/{0}/task/{0}/children", unshare.id());
@@ -387,6 +405,8 @@ fn postgres_survives_kills_and_restores_to_a_point_in_time() {
     let mut restore_secs = Vec::new();
     let mut vol = vol0;
     let mut killed_at: Option<SystemTime> = None;
+    let mut kills_in_backup = 0;
+    let mut kills_with_wal_pending = 0;
     for cycle in 0..=kills {
         let listen = free_port();
         let mut agent = env.start(&vol, listen, &[]);
@@ -399,6 +419,21 @@ fn postgres_survives_kills_and_restores_to_a_point_in_time() {
             assert!(st.success(), "pgbench -i");
         } else {
             restore_secs.push(secs);
+            let log = std::fs::read_to_string(env.base.join("agent.log")).unwrap_or_default();
+            let last = |needle: &str| {
+                log.lines()
+                    .rev()
+                    .find(|l| l.contains(needle))
+                    .and_then(|l| l.split("seconds=\"").nth(1))
+                    .and_then(|v| v.split('"').next())
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            println!(
+                "PG_DRILL cycle {cycle}: volume restore {} s, then WAL replay until ready {} s",
+                last("volume restored"),
+                last("out of recovery: ready")
+            );
             amcheck(&env);
             let (lost, worst) = verify(&env, &acked.lock().unwrap(), killed_at.unwrap());
             lost_total += lost;
@@ -423,8 +458,37 @@ fn postgres_survives_kills_and_restores_to_a_point_in_time() {
             .spawn()
             .unwrap();
         let writer = Writer::start(&env, acked.clone());
+        // Every third kill lands inside a base backup, every third while a WAL file waits for or
+        // is in its push; the rest at a random moment.
         let run = rng.range(8, 45);
-        std::thread::sleep(Duration::from_secs(run));
+        let began = Instant::now();
+        std::thread::sleep(Duration::from_secs(run.min(8)));
+        let aim = cycle % 3;
+        while began.elapsed() < Duration::from_secs(run + 40) {
+            if aim == 0 && began.elapsed() >= Duration::from_secs(run) {
+                break;
+            }
+            if aim == 1 {
+                let log = std::fs::read_to_string(env.base.join("agent.log")).unwrap_or_default();
+                let pos = |n: &str| log.rfind(n).map_or(-1, |p| p as i64);
+                if pos("PostgreSQL base backup started")
+                    > pos("backup done").max(pos("backup failed"))
+                {
+                    std::thread::sleep(Duration::from_millis(rng.range(0, 40)));
+                    break;
+                }
+            }
+            if aim == 2
+                && std::fs::read_dir(vol.join("pgdata/pg_wal/archive_status")).is_ok_and(|d| {
+                    d.flatten()
+                        .any(|e| e.file_name().to_string_lossy().ends_with(".ready"))
+                })
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let run = began.elapsed().as_secs();
         // SAFETY: SIGKILL to the unshare process this test started: its namespace dies with it.
         unsafe { libc::kill(agent.id() as i32, libc::SIGKILL) };
         killed_at = Some(SystemTime::now());
@@ -432,7 +496,22 @@ fn postgres_survives_kills_and_restores_to_a_point_in_time() {
         worst_latency = worst_latency.max(writer.stop());
         let _ = bench.kill();
         let _ = bench.wait();
-        println!("PG_DRILL cycle {cycle}: SIGKILL to every process after {run} s of writes");
+        // What the kill interrupted: a base backup (started, not yet done) and WAL waiting for
+        // or in the middle of its push (archive_status/*.ready).
+        let log = std::fs::read_to_string(env.base.join("agent.log")).unwrap_or_default();
+        let pos = |n: &str| log.rfind(n).map_or(-1, |p| p as i64);
+        let in_backup =
+            pos("PostgreSQL base backup started") > pos("backup done").max(pos("backup failed"));
+        let ready = std::fs::read_dir(vol.join("pgdata/pg_wal/archive_status")).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
+                .count()
+        });
+        kills_in_backup += usize::from(in_backup);
+        kills_with_wal_pending += usize::from(ready > 0);
+        println!(
+            "PG_DRILL cycle {cycle}: SIGKILL to every process after {run} s of writes (during a base backup: {in_backup}; WAL files not yet archived: {ready})"
+        );
         vol = t.path().join(format!("vol{}", cycle + 1));
         std::fs::create_dir_all(&vol).unwrap();
         std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -447,7 +526,7 @@ fn postgres_survives_kills_and_restores_to_a_point_in_time() {
             .sum::<usize>()
     });
     println!(
-        "PG_DRILL summary: seed {seed}, kills {kills}, recoveries started {}, amcheck clean {}, acknowledged rows lost {lost_total} (worst {worst_loss:.1} s before the kill; archive_timeout {ARCHIVE_TIMEOUT} s), restore+recovery seconds {:?}, longest ledger transaction {:.3} s, WAL objects {arch}",
+        "PG_DRILL summary: seed {seed}, kills {kills} ({kills_in_backup} during a base backup, {kills_with_wal_pending} with WAL waiting to be archived), recoveries started {}, amcheck clean {}, acknowledged rows lost {lost_total} (worst {worst_loss:.1} s before the kill; archive_timeout {ARCHIVE_TIMEOUT} s), restore+recovery seconds {:?}, longest ledger transaction {:.3} s, WAL objects {arch}",
         restore_secs.len(),
         restore_secs.len(),
         restore_secs
@@ -479,7 +558,10 @@ fn graceful_and_pitr(
     let target = chrono::Utc::now();
     std::thread::sleep(Duration::from_millis(1500));
     c.batch_execute("INSERT INTO marks VALUES ('B')").unwrap();
-    writer.stop();
+    let stall = writer.stop();
+    println!(
+        "PG_DRILL stall: longest ledger commit {stall:.3} s over 25+ s spanning a scheduled base backup, without pgbench"
+    );
     drop(c);
     // Past archive_timeout: B's segment is archived.
     std::thread::sleep(Duration::from_secs(ARCHIVE_TIMEOUT + 3));
@@ -497,7 +579,8 @@ fn graceful_and_pitr(
         let _ = std::fs::remove_file(e.path());
     }
     let listen = free_port();
-    let mut agent = env.start(&vol, listen, &[]);
+    // No schedule: the idle measurement below must see only what PostgreSQL itself archives.
+    let mut agent = env.start(&vol, listen, &[("LIFEBOAT_SCHEDULE", "off")]);
     let secs = wait_ready(env, &mut agent, listen, Duration::from_secs(240));
     let have: std::collections::HashSet<i64> = env
         .client()
@@ -520,6 +603,26 @@ fn graceful_and_pitr(
         acked.lock().unwrap().len()
     );
     let _ = stopped;
+    // An idle database: after the start-up base backup, how many WAL objects per minute?
+    std::thread::sleep(Duration::from_secs(5));
+    let before = wal_objects(&env.repo);
+    let idle = 3 * ARCHIVE_TIMEOUT + 2;
+    std::thread::sleep(Duration::from_secs(idle));
+    let after = wal_objects(&env.repo);
+    let mut sizes: Vec<u64> = after.iter().map(|(_, s)| *s).collect();
+    sizes.sort();
+    println!(
+        "PG_DRILL idle: {} WAL object(s) archived in {idle} s of an idle database (archive_timeout {ARCHIVE_TIMEOUT} s); stored WAL objects: {} , median {} bytes, largest {} bytes",
+        after.len() - before.len(),
+        sizes.len(),
+        sizes.get(sizes.len() / 2).copied().unwrap_or(0),
+        sizes.last().copied().unwrap_or(0)
+    );
+    assert!(
+        after.len() - before.len() <= 1,
+        "an idle database kept archiving: {} objects in {idle} s",
+        after.len() - before.len()
+    );
     // SAFETY: stopping the agent this test started.
     unsafe { libc::kill(inner_pid(&agent), libc::SIGTERM) };
     let _ = agent.wait();

@@ -223,6 +223,11 @@ pub fn attempt(
 ) -> Result<GateOutcome> {
     let state = volume_state(&cfg.path)?;
     if state == VolumeState::HasData {
+        if cfg.capture.postgres.restore_to_time.is_some() {
+            warn!(
+                "LIFEBOAT_RESTORE_TO_TIME is ignored: the volume has data; it applies only to a restore onto an empty volume"
+            );
+        }
         info!(path = %cfg.path.display(), "volume has data: no restore");
         return Ok(GateOutcome::HasData);
     }

@@ -443,6 +443,20 @@ impl Postgres {
                 "PostgreSQL has {tablespaces} tablespace(s) outside the data directory: LIFEBOAT_METHOD=postgres copies only the data directory; move them into pg_default"
             )));
         }
+        // The archiver failing means the recovery point is this base backup, not
+        // archive_timeout: the backup still runs (it is the best there is), and says so.
+        if let Ok(row) = client.query_one(
+            "SELECT coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false), \
+             coalesce(last_failed_wal, ''), failed_count FROM pg_stat_archiver",
+            &[],
+        ) && row.get::<_, bool>(0)
+        {
+            let wal: String = row.get(1);
+            let n: i64 = row.get(2);
+            tracing::error!(
+                "PostgreSQL's WAL archiving is failing ({n} failure(s), last on {wal}): until it recovers, a lost provider loses everything since this base backup; see the agent's `WAL archiving failed` lines"
+            );
+        }
         let volume = std::fs::canonicalize(&self.s.volume)
             .map_err(|e| Error::io(format!("LIFEBOAT_PATH {}", self.s.volume.display()), e))?;
         let datadir = std::fs::canonicalize(&data_directory)

@@ -611,8 +611,17 @@ pub fn run(cli: Cli) -> Result<u8> {
                     eprintln!("error: {e}");
                 }
                 println!(
-                    "checked {} snapshots, {} trees, {} data blobs, {} packs ({} read in full)\n  requests: {stats}",
-                    r.snapshots, r.trees, r.data_blobs, r.packs, r.packs_read
+                    "checked {} snapshots, {} trees, {} data blobs, {} packs ({} read in full){}\n  requests: {stats}",
+                    r.snapshots,
+                    r.trees,
+                    r.data_blobs,
+                    r.packs,
+                    r.packs_read,
+                    if r.wal_files > 0 {
+                        format!(", {} archived WAL files", r.wal_files)
+                    } else {
+                        String::new()
+                    }
                 );
             }
             if !r.errors.is_empty() {
@@ -859,6 +868,13 @@ fn print_prune(r: &crate::prune::PruneReport) {
         r.blobs_repacked,
         mib(r.bytes_repacked)
     );
+    if r.wal_files_deleted > 0 {
+        println!(
+            "{} {} archived WAL file(s) older than every kept PostgreSQL base backup",
+            if r.dry_run { "would delete" } else { "deleted" },
+            r.wal_files_deleted
+        );
+    }
     if r.packs_young_kept > 0 {
         println!(
             "left {} partly used pack(s) younger than 30 days alone ({:.1} MiB unused; --repack-young to include them)",
