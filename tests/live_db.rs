@@ -14,58 +14,17 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::pg::{as_pg_user, chown_nobody};
 use common::{PASSWORD, cli_init};
-
-fn pg_bindir() -> Option<PathBuf> {
-    let find = || -> Option<PathBuf> {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .flatten()
-            .map(|e| e.path().join("bin"))
-            .filter(|b| b.join("initdb").is_file())
-            .collect();
-        dirs.sort();
-        if let Some(d) = dirs.pop() {
-            return Some(d);
-        }
-        let out = Command::new("sh")
-            .args(["-c", "command -v initdb"])
-            .output()
-            .ok()?;
-        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        p.is_file().then(|| p.parent().unwrap().to_path_buf())
-    };
-    if let Some(d) = find() {
-        return Some(d);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/ensure_postgres.sh");
-    let ok = Command::new("sh")
-        .arg(script)
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok { find() } else { None }
-}
-
-/// Runs a PostgreSQL binary as the server's user (`nobody` when we are root).
-fn as_pg_user(root: bool, bin: &Path) -> Command {
-    if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "nobody", "--"]).arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    }
-}
 
 struct Server {
     bindir: PathBuf,
     data: PathBuf,
-    root: bool,
 }
 
 impl Server {
     fn stop(&self) {
-        let _ = as_pg_user(self.root, &self.bindir.join("pg_ctl"))
+        let _ = as_pg_user(&self.bindir.join("pg_ctl"))
             .args(["stop", "-w", "-m", "fast", "-D"])
             .arg(&self.data)
             .env("LC_ALL", "C")
@@ -77,15 +36,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn chown_nobody(p: &Path) {
-    let st = Command::new("chown")
-        .args(["-R", "nobody"])
-        .arg(p)
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 /// A new data directory (owned by `nobody` when we are root) and a socket directory; returns
@@ -104,7 +54,7 @@ fn initdb(bindir: &Path, base: &Path, data: &Path) -> (bool, PathBuf) {
         std::fs::create_dir_all(data).unwrap();
         chown_nobody(data);
     }
-    let out = as_pg_user(root, &bindir.join("initdb"))
+    let out = as_pg_user(&bindir.join("initdb"))
         .args(["-A", "trust", "-U", "postgres", "-D"])
         .arg(data)
         .env("LC_ALL", "C")
@@ -124,14 +74,13 @@ fn start_postgres(bindir: &Path, base: &Path, data: &Path) -> Server {
     let server = Server {
         bindir: bindir.to_path_buf(),
         data: data.to_path_buf(),
-        root,
     };
     let log = base.join("pg.log");
     if root {
         std::fs::write(&log, "").unwrap();
         chown_nobody(&log);
     }
-    let out = as_pg_user(root, &bindir.join("pg_ctl"))
+    let out = as_pg_user(&bindir.join("pg_ctl"))
         .args(["start", "-w", "-t", "60", "-D"])
         .arg(data)
         .arg("-l")
@@ -178,7 +127,7 @@ fn agent(repo: &Path, volume: &Path, cache: &Path) -> Command {
 
 #[test]
 fn files_mode_on_a_live_postgresql_is_refused_with_the_method_to_use() {
-    let Some(bindir) = pg_bindir() else {
+    let Some(bindir) = common::pg::bindir(&[]) else {
         eprintln!(
             "SKIPPED files_mode_on_a_live_postgresql_is_refused: no PostgreSQL server binaries and tests/common/ensure_postgres.sh could not install them"
         );
@@ -299,7 +248,7 @@ fn files_mode_on_a_live_sqlite_wal_database_is_refused() {
 /// at the first scheduled backup), and the final backup, after PostgreSQL stopped, succeeds.
 #[test]
 fn run_around_postgresql_in_files_mode_reports_the_live_database_early() {
-    let Some(bindir) = pg_bindir() else {
+    let Some(bindir) = common::pg::bindir(&[]) else {
         println!("SKIPPED: PostgreSQL server binaries missing and not installable");
         return;
     };

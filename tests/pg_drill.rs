@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::pg::{as_pg_user as as_pg, chown_nobody, root};
 use common::{PASSWORD, cli_init};
 
 const ARCHIVE_TIMEOUT: u64 = 10;
@@ -36,56 +37,6 @@ impl Rng {
     }
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo)
-    }
-}
-
-fn pg_bindir() -> Option<PathBuf> {
-    let find = || -> Option<PathBuf> {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .flatten()
-            .map(|e| e.path().join("bin"))
-            .filter(|b| b.join("initdb").is_file() && b.join("pgbench").is_file())
-            .collect();
-        dirs.sort();
-        dirs.pop()
-    };
-    if let Some(d) = find() {
-        return Some(d);
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/ensure_postgres.sh");
-    let ok = Command::new("sh")
-        .arg(script)
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok { find() } else { None }
-}
-
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Runs a server binary as `nobody` when we are root (PostgreSQL refuses to run as root).
-fn as_pg(bin: &Path) -> Command {
-    if root() {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    }
-}
-
-fn chown_nobody(p: &Path) {
-    if root() {
-        let st = Command::new("chown")
-            .args(["-R", "nobody"])
-            .arg(p)
-            .status()
-            .unwrap();
-        assert!(st.success());
     }
 }
 
@@ -354,7 +305,7 @@ fn verify(env: &Env, acked: &[(i64, SystemTime)], killed: SystemTime) -> (usize,
 
 #[test]
 fn postgres_survives_kills_and_restores_to_a_point_in_time() {
-    let Some(bindir) = pg_bindir() else {
+    let Some(bindir) = common::pg::bindir(&["pgbench", "pg_amcheck"]) else {
         println!(
             "SKIPPED pg_drill: no PostgreSQL server binaries and tests/common/ensure_postgres.sh could not install them"
         );
@@ -702,5 +653,44 @@ fn graceful_and_pitr(
     println!(
         "PG_DRILL pitr: restored to {target} (between A and B) in {:.1} s: exactly A",
         t0.elapsed().as_secs_f64()
+    );
+
+    // The same through the gate: a new lease with LIFEBOAT_RESTORE_TO_TIME.
+    let vol = base.join("vol-pitr-gate");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for e in std::fs::read_dir(&env.sock).unwrap().flatten() {
+        let _ = std::fs::remove_file(e.path());
+    }
+    let listen = free_port();
+    let when = target.to_rfc3339();
+    let mut agent = env.start(
+        &vol,
+        listen,
+        &[
+            ("LIFEBOAT_SCHEDULE", "off"),
+            ("LIFEBOAT_BACKUP_ON_START", "false"),
+            ("LIFEBOAT_RESTORE_TO_TIME", when.as_str()),
+        ],
+    );
+    let secs = wait_ready(env, &mut agent, listen, Duration::from_secs(240));
+    let marks: Vec<String> = env
+        .client()
+        .unwrap()
+        .query("SELECT m FROM marks ORDER BY m", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // SAFETY: stopping the agent this test started.
+    unsafe { libc::kill(inner_pid(&agent), libc::SIGTERM) };
+    let _ = agent.wait();
+    assert_eq!(
+        marks,
+        vec!["A".to_string()],
+        "LIFEBOAT_RESTORE_TO_TIME={when}"
+    );
+    println!(
+        "PG_DRILL pitr via the gate (LIFEBOAT_RESTORE_TO_TIME): ready in {secs:.1} s: exactly A"
     );
 }

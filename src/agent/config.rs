@@ -506,6 +506,19 @@ impl AgentConfig {
                 "LIFEBOAT_RESTORE_COMMAND".into(),
                 opt(&self.restore_command),
             ),
+            ("LIFEBOAT_METHOD".into(), self.capture.method.name().into()),
+            (
+                "LIFEBOAT_PG_ARCHIVE_TIMEOUT".into(),
+                secs(self.capture.postgres.archive_timeout),
+            ),
+            (
+                "LIFEBOAT_WAL_SOCKET".into(),
+                self.capture.postgres.socket.display().to_string(),
+            ),
+            (
+                "LIFEBOAT_RESTORE_TO_TIME".into(),
+                opt(&self.capture.postgres.restore_to_time),
+            ),
             ("LIFEBOAT_PAUSE".into(), self.pause.to_string()),
             (
                 "LIFEBOAT_RESTORE_TIMEOUT".into(),

@@ -12,13 +12,14 @@
 mod heartbeat;
 mod late;
 mod packer;
+mod sources;
+mod treebuild;
 mod vouch;
 mod walk;
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -34,12 +35,14 @@ use crate::progress::{Counters, ProgressMode, Reporter};
 use crate::repository::index::{Index, IndexFile};
 use crate::repository::pack::{self, BlobType, FLAG_ZSTD, PackEntry};
 use crate::repository::snapshot::{SNAPSHOT_VERSION, Snapshot, Summary};
-use crate::repository::tree::{Node, NodeKind, Tree};
+use crate::repository::tree::Tree;
 use crate::repository::{Repository, TreeLoader};
 
 pub(crate) use heartbeat::Heartbeat;
 pub use late::{LateFile, LateFiles, LateOutput};
 pub use packer::{FinishedPack, PackWriter, Packer, SealedBlob};
+use sources::{add_late_files, stream_command};
+use treebuild::TreeBuilder;
 pub use walk::node_from_metadata;
 use walk::{FileJob, Pending, Walker};
 
@@ -832,155 +835,5 @@ fn upload_stage(
             }
             Err(e) => shared.fail(e),
         }
-    }
-}
-
-/// Streams `sh -c command`'s stdout into the repository as one file node.
-fn stream_command(
-    shared: &Shared,
-    repo: &Repository,
-    command: &str,
-    filename: &str,
-    raw: &Sender<RawBlob>,
-) -> Result<Node> {
-    let mut child = crate::process::spawn(
-        Command::new("sh")
-            .arg("-c")
-            .arg(command)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped()),
-    )
-    .map_err(|e| Error::Command {
-        command: command.into(),
-        message: format!("cannot start: {e}"),
-    })?;
-    let stdout = child.stdout.take().expect("piped");
-    let mut chunker = Chunker::new(&repo.config().chunker);
-    let mut content = Vec::new();
-    let streamed = chunk_into(shared, &mut chunker, stdout, raw, &mut content);
-    let status = child.wait().map_err(|e| Error::Command {
-        command: command.into(),
-        message: e.to_string(),
-    });
-    crate::process::done(child.id());
-    let status = status?;
-    let size = streamed?;
-    if !status.success() {
-        return Err(Error::Command {
-            command: command.into(),
-            message: format!("{status}; no snapshot was written"),
-        });
-    }
-    let now = chrono::Utc::now();
-    let mut node = Node::new(std::ffi::OsStr::new(filename), NodeKind::File);
-    node.mode = 0o600;
-    // SAFETY: getuid/getgid have no preconditions.
-    node.uid = unsafe { libc::getuid() };
-    node.gid = unsafe { libc::getgid() };
-    node.mtime_ns = now.timestamp_nanos_opt().unwrap_or(0);
-    node.size = size;
-    node.content = content;
-    Ok(node)
-}
-
-/// Chunks the late files and places them into the pending tree (see [`late`]).
-fn add_late_files(
-    shared: &Shared,
-    late: &LateFiles,
-    roots: &[(PathBuf, OsString)],
-    pending: &mut [Pending],
-    raw: &Sender<RawBlob>,
-) -> Result<(BTreeMap<String, String>, u64)> {
-    let mut chunker = Chunker::new(&shared.repo.config().chunker);
-    let out = (late.0)()?;
-    let n = out.files.len() as u64;
-    for f in out.files {
-        let mut content = Vec::new();
-        let size = chunk_into(shared, &mut chunker, f.content, raw, &mut content)?;
-        let mut node = late::node_for(
-            &f.path,
-            late::parent_dir(pending, roots, &f.path),
-            f.mode,
-            size,
-        );
-        node.content = content;
-        late::insert(pending, roots, &f.path, node)?;
-    }
-    Ok((out.labels, n))
-}
-
-/// Turns pending nodes into finished ones, writing tree blobs bottom-up.
-struct TreeBuilder<'a, 's> {
-    shared: &'a Shared<'s>,
-    level: i32,
-    results: Vec<Option<Result<FileOutcome>>>,
-    sealed: &'a Sender<SealedBlob>,
-    errors: u64,
-    compressor: Option<zstd::bulk::Compressor<'static>>,
-    vanished_ok: bool,
-}
-
-impl TreeBuilder<'_, '_> {
-    fn nodes(&mut self, pending: Vec<Pending>) -> Result<Vec<Node>> {
-        let mut out = Vec::with_capacity(pending.len());
-        for p in pending {
-            match p {
-                Pending::Ready(n) => out.push(n),
-                Pending::File(mut n, idx) => {
-                    match self.results.get_mut(idx).and_then(Option::take) {
-                        Some(Ok(o)) => {
-                            n.content = o.content;
-                            n.size = o.size;
-                            out.push(n);
-                        }
-                        Some(Err(Error::Interrupted)) | None => return Err(Error::Interrupted),
-                        Some(Err(Error::Io { source, .. }))
-                            if self.vanished_ok
-                                && source.kind() == std::io::ErrorKind::NotFound => {}
-                        Some(Err(e)) => {
-                            self.errors += 1;
-                            self.shared.warn(e.to_string());
-                        }
-                    }
-                }
-                Pending::Dir(mut n, children) => {
-                    let mut tree = Tree {
-                        nodes: self.nodes(children)?,
-                    };
-                    n.subtree = Some(self.save_tree(&mut tree)?);
-                    out.push(n);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn save_tree(&mut self, tree: &mut Tree) -> Result<Id> {
-        let bytes = tree.to_bytes();
-        let id = self.shared.repo.key().blob_id(&bytes);
-        if self.shared.claim(&id) {
-            if self.compressor.is_none() {
-                self.compressor = Some(
-                    zstd::bulk::Compressor::new(self.level).map_err(|e| Error::io("zstd", e))?,
-                );
-            }
-            let blob = seal_blob(
-                self.shared.repo,
-                self.level,
-                id,
-                BlobType::Tree,
-                &bytes,
-                self.compressor.as_mut(),
-            )?;
-            self.shared.tree_blobs.fetch_add(1, Relaxed);
-            self.shared
-                .bytes_added
-                .fetch_add(bytes.len() as u64, Relaxed);
-            self.shared
-                .bytes_stored
-                .fetch_add(blob.bytes.len() as u64, Relaxed);
-            self.sealed.send(blob).map_err(|_| Error::Interrupted)?;
-        }
-        Ok(id)
     }
 }

@@ -250,9 +250,9 @@ impl Capture for Postgres {
     }
 
     fn recovered(&self) -> Result<bool> {
-        let Ok(mut c) = connect() else {
-            return Ok(false);
-        };
+        // A server still starting refuses connections: the caller keeps asking, and reports the
+        // error once it has lasted.
+        let mut c = connect()?;
         let row = c
             .query_one("SELECT pg_is_in_recovery()", &[])
             .map_err(sql_error("asking whether recovery finished"))?;

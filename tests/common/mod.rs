@@ -4,6 +4,7 @@
 
 pub mod conformance;
 pub mod hostile_server;
+pub mod pg;
 pub mod proxy;
 pub mod seaweed;
 
