@@ -174,6 +174,11 @@ pub fn run(cfg: AgentConfig, access: RepoAccess, mode: Mode) -> Result<u8> {
     }
     let stopped = || stop.load(Relaxed);
     let capture = crate::capture::choose(&cfg.capture);
+    if capture.method() == crate::capture::Method::Postgres {
+        // Not ready until PostgreSQL is out of recovery (main_loop watches it), not even for the
+        // moment between the gate and the app's start.
+        state.recovering.store(true, Relaxed);
+    }
 
     info!(name = %cfg.name, path = %cfg.path.display(), schedule = %cfg.schedule, "lifeboat agent starting");
     // A volume that has data needs nothing from the repository to start: if the repository does
@@ -377,7 +382,7 @@ fn record_gate(state: &State, outcome: &GateOutcome, seconds: f64) {
         0.0
     };
     *state.gate.lock().unwrap_or_else(|e| e.into_inner()) = Some((what, restore_seconds));
-    if !matches!(outcome, GateOutcome::DumpStaged { .. }) {
+    if !matches!(outcome, GateOutcome::DumpStaged { .. }) && !state.recovering.load(Relaxed) {
         state.ready.store(true, Relaxed);
     }
 }
@@ -443,7 +448,8 @@ fn main_loop(
         agent.state.ready.store(false, Relaxed);
         agent.state.recovering.store(true, Relaxed);
         let agent = agent.clone();
-        std::thread::spawn(move || wait_for_recovery(&agent));
+        let restored = matches!(outcome, GateOutcome::Restored { .. });
+        std::thread::spawn(move || wait_for_recovery(&agent, restored));
     }
     *agent.app.lock().unwrap_or_else(|e| e.into_inner()) = app.clone();
     if let GateOutcome::DumpStaged { snapshot, file } = outcome {
@@ -687,9 +693,10 @@ fn spawn_prune(agent: &Arc<Agent>) {
     });
 }
 
-/// Holds readiness back until the restored (or restarted) database finished replaying its log,
-/// then takes a base backup at once: the new timeline's first.
-fn wait_for_recovery(agent: &Arc<Agent>) {
+/// Holds readiness back until the restored (or restarted) database finished replaying its log;
+/// after a restore (or with LIFEBOAT_BACKUP_ON_START) then takes a base backup at once: the new
+/// timeline's first, so the next recovery replays from here rather than from the old base.
+fn wait_for_recovery(agent: &Arc<Agent>, restored: bool) {
     let started = Instant::now();
     let mut said = false;
     let mut last_said = started;
@@ -732,7 +739,7 @@ fn wait_for_recovery(agent: &Arc<Agent>) {
         seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
         "PostgreSQL is up and out of recovery: ready"
     );
-    if said || agent.cfg.backup_on_start {
+    if restored || agent.cfg.backup_on_start {
         spawn_backup(agent, Reason::Start, None);
     }
 }
