@@ -569,8 +569,10 @@ fn graceful_and_pitr(
         sizes.get(sizes.len() / 2).copied().unwrap_or(0),
         sizes.last().copied().unwrap_or(0)
     );
+    // A server that switched segments on every archive_timeout would archive three here;
+    // autovacuum waking up may write one or two by itself.
     assert!(
-        after.len() - before.len() <= 1,
+        after.len() - before.len() < 3,
         "an idle database kept archiving: {} objects in {idle} s",
         after.len() - before.len()
     );
