@@ -57,6 +57,13 @@ struct Env {
 }
 
 impl Env {
+    /// A dead server's socket and lock files: a new lease's machine has none.
+    fn clear_sockets(&self) {
+        for e in std::fs::read_dir(&self.sock).unwrap().flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+
     fn client(&self) -> Result<postgres::Client, postgres::Error> {
         postgres::Config::new()
             .host_path(&self.sock)
@@ -147,6 +154,12 @@ fn inner_pid(unshare: &Child) -> i32 {
     let p = format!("/proc/{0}/task/{0}/children", unshare.id());
     let text = std::fs::read_to_string(&p).unwrap();
     text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// A new lease's empty volume (traversable by the server's user).
+fn new_volume(vol: &Path) {
+    std::fs::create_dir_all(vol).unwrap();
+    std::fs::set_permissions(vol, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 fn ready(listen: u16) -> bool {
@@ -464,12 +477,9 @@ fn postgres_survives_kills_and_restores_to_a_point_in_time() {
             "PG_DRILL cycle {cycle}: SIGKILL to every process after {run} s of writes (during a base backup: {in_backup}; WAL files not yet archived: {ready})"
         );
         vol = t.path().join(format!("vol{}", cycle + 1));
-        std::fs::create_dir_all(&vol).unwrap();
-        std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o755)).unwrap();
+        new_volume(&vol);
         // The socket directory of a dead server holds a stale lock file: a new lease has none.
-        for e in std::fs::read_dir(&env.sock).unwrap().flatten() {
-            let _ = std::fs::remove_file(e.path());
-        }
+        env.clear_sockets();
     }
     let arch = std::fs::read_dir(env.repo.join("wal")).map_or(0, |d| {
         d.flatten()
@@ -524,11 +534,8 @@ fn graceful_and_pitr(
     let stopped = SystemTime::now();
 
     let vol = base.join("vol-graceful");
-    std::fs::create_dir_all(&vol).unwrap();
-    std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o755)).unwrap();
-    for e in std::fs::read_dir(&env.sock).unwrap().flatten() {
-        let _ = std::fs::remove_file(e.path());
-    }
+    new_volume(&vol);
+    env.clear_sockets();
     let listen = free_port();
     // No schedule: the idle measurement below must see only what PostgreSQL itself archives.
     let mut agent = env.start(&vol, listen, &[("LIFEBOAT_SCHEDULE", "off")]);
@@ -597,9 +604,7 @@ fn graceful_and_pitr(
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::set_permissions(&pitr, std::fs::Permissions::from_mode(0o755)).unwrap();
-    for e in std::fs::read_dir(&env.sock).unwrap().flatten() {
-        let _ = std::fs::remove_file(e.path());
-    }
+    env.clear_sockets();
     let mut server = as_pg(&env.bindir.join("postgres"))
         .arg("-D")
         .arg(pitr.join("pgdata"))
@@ -659,11 +664,8 @@ fn graceful_and_pitr(
 
     // The same through the gate: a new lease with LIFEBOAT_RESTORE_TO_TIME.
     let vol = base.join("vol-pitr-gate");
-    std::fs::create_dir_all(&vol).unwrap();
-    std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o755)).unwrap();
-    for e in std::fs::read_dir(&env.sock).unwrap().flatten() {
-        let _ = std::fs::remove_file(e.path());
-    }
+    new_volume(&vol);
+    env.clear_sockets();
     let listen = free_port();
     let when = target.to_rfc3339();
     let mut agent = env.start(

@@ -47,6 +47,14 @@ fn cli_fetch(repo_dir: &Path, name: &str, dest: &Path) -> (i32, String) {
     )
 }
 
+/// A stand-in data directory to take "base backups" of.
+fn data_dir(base: &Path) -> std::path::PathBuf {
+    let data = base.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+    data
+}
+
 /// A base backup snapshot whose first WAL segment is `start`.
 fn base_backup(repo_dir: &Path, data: &Path, start: &str) {
     let repo = open_repo(repo_dir);
@@ -117,9 +125,7 @@ fn a_damaged_or_moved_wal_object_stops_recovery_instead_of_ending_it() {
 fn a_hole_in_the_archive_is_fatal_and_check_names_it_and_the_end_is_not() {
     let t = tempfile::tempdir().unwrap();
     cli_init(t.path());
-    let data = t.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+    let data = data_dir(t.path());
     {
         let repo = open_repo(t.path());
         let a = WalArchive::new(&repo, VOLUME);
@@ -180,9 +186,7 @@ fn a_hole_in_the_archive_is_fatal_and_check_names_it_and_the_end_is_not() {
 fn prune_removes_wal_older_than_the_oldest_kept_base_backup_only() {
     let t = tempfile::tempdir().unwrap();
     cli_init(t.path());
-    let data = t.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+    let data = data_dir(t.path());
     {
         let repo = open_repo(t.path());
         let a = WalArchive::new(&repo, VOLUME);

@@ -623,19 +623,12 @@ fn capture_settings(a: &AgentArgs, path: &Path, name: &str) -> Result<crate::cap
             "LIFEBOAT_RESTORE_TO_TIME replays PostgreSQL's WAL: it needs LIFEBOAT_METHOD=postgres",
         ));
     }
-    let restore_to_time = match a.restore_to_time.as_deref().filter(|t| !t.trim().is_empty()) {
-        Some(t) => Some(
-            chrono::DateTime::parse_from_rfc3339(t.trim())
-                .map_err(|e| {
-                    Error::invalid(format!(
-                        "LIFEBOAT_RESTORE_TO_TIME={t:?}: {e}; give RFC 3339, e.g. 2026-11-30T14:05:00Z"
-                    ))
-                })?
-                .with_timezone(&chrono::Utc)
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        ),
-        None => None,
-    };
+    let restore_to_time = a
+        .restore_to_time
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| crate::capture::postgres::parse_target(t, "LIFEBOAT_RESTORE_TO_TIME"))
+        .transpose()?;
     let socket = match a.wal_socket.clone().filter(|p| !p.as_os_str().is_empty()) {
         Some(p) => std::path::absolute(&p)
             .map_err(|e| Error::io(format!("LIFEBOAT_WAL_SOCKET {}", p.display()), e))?,

@@ -233,17 +233,8 @@ impl Capture for Postgres {
         if snapshot.method != "postgres" {
             return Ok(());
         }
-        let rel = snapshot
-            .labels
-            .get(LABEL_DATADIR)
-            .map_or(".", String::as_str);
-        let datadir = if rel == "." {
-            staged.to_path_buf()
-        } else {
-            staged.join(rel)
-        };
         write_recovery_settings(
-            &datadir,
+            &datadir_in(staged, snapshot),
             &self.s.restore_command()?,
             self.s.restore_to_time.as_deref(),
         )
@@ -257,6 +248,31 @@ impl Capture for Postgres {
             .query_one("SELECT pg_is_in_recovery()", &[])
             .map_err(sql_error("asking whether recovery finished"))?;
         Ok(!row.get::<_, bool>(0))
+    }
+}
+
+/// Parses a point-in-time recovery target given as RFC 3339 (`what` names the setting or
+/// flag in the error); returns it normalised to UTC, as snapshot labels and
+/// [`crate::wal::base_backup_before`] read it.
+pub fn parse_target(text: &str, what: &str) -> Result<String> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        })
+        .map_err(|e| {
+            Error::invalid(format!(
+                "{what}={text:?}: {e}; give RFC 3339, e.g. 2026-11-30T14:05:00Z"
+            ))
+        })
+}
+
+/// Where a restored base backup's data directory lies below `root` (the restore target or the
+/// staged volume): its `lifeboat.pg.datadir` label.
+pub fn datadir_in(root: &Path, snapshot: &Snapshot) -> PathBuf {
+    match snapshot.labels.get(LABEL_DATADIR).map(String::as_str) {
+        None | Some(".") => root.to_path_buf(),
+        Some(rel) => root.join(rel),
     }
 }
 

@@ -81,15 +81,10 @@ pub(super) fn fetch(g: &Global, a: &WalFetchArgs) -> Result<u8> {
 /// `restore --to-time`: the newest base backup before the target, with recovery settings that
 /// replay the archive up to it.
 pub(super) fn restore_to_time(g: &Global, a: &RestoreArgs) -> Result<u8> {
-    let target = a.to_time.as_deref().unwrap_or_default();
-    let target = chrono::DateTime::parse_from_rfc3339(target.trim())
-        .map_err(|e| {
-            Error::invalid(format!(
-                "--to-time {target:?}: {e}; give RFC 3339, e.g. 2026-11-30T14:05:00Z"
-            ))
-        })?
-        .with_timezone(&chrono::Utc)
-        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let target = crate::capture::postgres::parse_target(
+        a.to_time.as_deref().unwrap_or_default(),
+        "--to-time",
+    )?;
     if a.snapshot != "latest" {
         return Err(Error::invalid(
             "--to-time chooses the base backup itself: give `latest` as the snapshot",
@@ -110,15 +105,7 @@ pub(super) fn restore_to_time(g: &Global, a: &RestoreArgs) -> Result<u8> {
             "restore incomplete: the base backup cannot be recovered",
         ));
     }
-    let rel = snap
-        .labels
-        .get(crate::capture::postgres::LABEL_DATADIR)
-        .map_or(".", String::as_str);
-    let datadir = if rel == "." {
-        a.target.clone()
-    } else {
-        a.target.join(rel)
-    };
+    let datadir = crate::capture::postgres::datadir_in(&a.target, &snap);
     let exe = std::env::current_exe().map_err(|e| Error::io("finding the lifeboat binary", e))?;
     let command = format!("{} wal-fetch --name {name} %f %p", exe.display());
     crate::capture::postgres::write_recovery_settings(&datadir, &command, Some(&target))?;
