@@ -250,3 +250,31 @@ impl Capture for Dump {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_method_is_refused_naming_the_choices() {
+        assert_eq!(Method::parse("postgres").unwrap(), Method::Postgres);
+        assert_eq!(Method::parse(" files ").unwrap(), Method::Files);
+        let e = Method::parse("postgress").unwrap_err().to_string();
+        assert!(
+            e.contains("LIFEBOAT_METHOD=\"postgress\"")
+                && e.contains("files, pause, dump or postgres"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_recovery_target_must_be_rfc3339() {
+        let t = postgres::parse_target("2026-11-30T15:05:00+01:00", "LIFEBOAT_RESTORE_TO_TIME")
+            .unwrap();
+        assert_eq!(t, "2026-11-30T14:05:00.000000Z");
+        let e = postgres::parse_target("yesterday", "LIFEBOAT_RESTORE_TO_TIME")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("LIFEBOAT_RESTORE_TO_TIME=\"yesterday\""), "{e}");
+    }
+}
