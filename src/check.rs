@@ -269,7 +269,11 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     };
     to_read.sort();
     r.packs_read = to_read.len() as u64;
-    let read_errors = crate::parallel::map(to_read, 2, |id| verify_pack(repo, &id, sizes[&id]));
+    // Whole packs are read (up to 32 MiB each): as many at once as the backend wants requests
+    // in flight, but never more than four packs in memory.
+    let readers = repo.backend().concurrency().clamp(2, 4);
+    let read_errors =
+        crate::parallel::map(to_read, readers, |id| verify_pack(repo, &id, sizes[&id]));
     for e in read_errors.into_iter().flatten() {
         r.errors.push(e);
     }

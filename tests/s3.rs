@@ -270,6 +270,77 @@ fn injected_faults_are_retried_and_leave_a_clean_repository() {
     assert!(injected >= 20, "only {injected} faults were injected");
 }
 
+/// Over a long round trip a restore is as fast as the requests it keeps in flight: the
+/// configured number, every one of them, and fewer when the store says SlowDown.
+#[test]
+fn restore_keeps_the_configured_reads_in_flight_and_backs_off_on_slowdown() {
+    let s = seaweed::server();
+    let proxy = Proxy::start(s.s3);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    sample_tree(&src, 24);
+    let url = format!("s3:http://{}/inflight/r", proxy.addr);
+    init(&url);
+    json(cli(&url).args(["backup", "--name", "v"]).arg(&src));
+
+    proxy.set(|p| p.latency = Some(std::time::Duration::from_millis(60)));
+    proxy.reset_peak();
+    let target = tmp.path().join("t");
+    json(
+        cli(&url)
+            .env("LIFEBOAT_S3_CONNECTIONS", "6")
+            .args(["restore", "latest", "--target"])
+            .arg(&target),
+    );
+    assert_same_tree(&src, &target);
+    let peak = proxy
+        .peak_in_flight
+        .load(std::sync::atomic::Ordering::SeqCst);
+    // One more than the setting is a handler still closing its connection after the client
+    // took the answer and sent the next request.
+    assert!(
+        (6..=7).contains(&peak),
+        "LIFEBOAT_S3_CONNECTIONS=6: the restore kept {peak} requests in flight"
+    );
+
+    // Every other request answered 503 SlowDown: the restore still completes, and says it
+    // lowered the number in flight.
+    proxy.set(|p| {
+        p.every = 2;
+        p.faults = vec![Fault::SlowDown503];
+    });
+    let target = tmp.path().join("t2");
+    let out = cli(&url)
+        .env("LIFEBOAT_S3_CONNECTIONS", "6")
+        .env("LIFEBOAT_RETRY_BASE_MS", "20")
+        .env("LIFEBOAT_RETRY_ATTEMPTS", "20")
+        .args(["restore", "latest", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_same_tree(&src, &target);
+    assert!(
+        err.contains("the store is throttling") && err.contains("requests in flight instead of 6"),
+        "no word of backing off: {err}"
+    );
+
+    // A setting that is not a number in range is refused by name, not replaced by the default.
+    proxy.set(|p| p.every = 0);
+    let out = cli(&url)
+        .env("LIFEBOAT_S3_CONNECTIONS", "eight")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a malformed setting was accepted");
+    assert!(
+        err.contains("LIFEBOAT_S3_CONNECTIONS=\"eight\" is not a number from 1 to 64"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_store_that_goes_down_fails_the_backup_clearly_and_the_retry_reuses_uploads() {
     let s = seaweed::server();

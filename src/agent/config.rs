@@ -585,6 +585,7 @@ impl AgentConfig {
             return Err(Error::invalid(msg));
         }
         if location.starts_with("s3:") {
+            crate::backend::s3::connections_from_env()?;
             check_staging(&self.staging_dir)?;
         }
         Ok(())
@@ -658,11 +659,8 @@ fn capture_settings(a: &AgentArgs, path: &Path, name: &str) -> Result<crate::cap
 /// The staging room S3 backups need: every uploader holds a pack, one waits in the queue and
 /// two (data and tree) are being filled, at the default 32 MiB pack size.
 pub fn staging_need() -> u64 {
-    let connections = std::env::var("LIFEBOAT_S3_CONNECTIONS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|n| (1..=64).contains(n))
-        .unwrap_or(4);
+    let connections = crate::backend::s3::connections_from_env()
+        .unwrap_or(crate::backend::s3::DEFAULT_CONNECTIONS) as u64;
     u64::from(crate::repository::config::DEFAULT_PACK_SIZE) * (connections + 3)
 }
 

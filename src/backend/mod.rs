@@ -7,6 +7,7 @@ mod counting;
 mod local;
 mod retry;
 pub mod s3;
+mod throttle;
 
 use std::path::Path;
 
@@ -14,6 +15,7 @@ pub use counting::{Counting, RequestStats};
 pub use local::LocalBackend;
 pub use retry::{Retry, RetryPolicy};
 pub use s3::{S3Backend, S3Location};
+pub use throttle::{Adaptive, is_throttle};
 
 use crate::error::Result;
 
@@ -156,12 +158,13 @@ pub fn validate_key(key: &str) -> crate::Result<()> {
 
 /// Opens the backend a repository string names: a plain path or `file:PATH` is a local directory;
 /// `s3:https://HOST/BUCKET/PREFIX`, `s3:http://…` or `s3://BUCKET/PREFIX` (endpoint from
-/// `AWS_ENDPOINT_URL`) is S3. Remote backends come wrapped in retries.
+/// `AWS_ENDPOINT_URL`) is S3. Remote backends come wrapped in retries, each attempt under the
+/// adaptive in-flight limit.
 pub fn open(location: &str) -> Result<Box<dyn Backend>> {
     if location.starts_with("s3:") {
         let loc = S3Location::parse(location, std::env::var("AWS_ENDPOINT_URL").ok())?;
         return Ok(Box::new(Retry::new(
-            S3Backend::new(loc)?,
+            Adaptive::new(S3Backend::new(loc)?),
             RetryPolicy::from_env(),
         )));
     }

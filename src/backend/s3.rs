@@ -266,6 +266,32 @@ fn check_credentials(key_id: &Option<String>, secret: &Option<String>) -> Result
     }
 }
 
+/// Requests in flight when `LIFEBOAT_S3_CONNECTIONS` is not set. Restore reads are a few MiB
+/// each; at 50 ms of round trip one connection moves one such read per ~60 ms, so eight keep a
+/// link of several hundred Mbit/s busy while two cores decrypt. Uploads stage a 32 MiB pack per
+/// connection (see `LIFEBOAT_STAGING_DIR`).
+pub const DEFAULT_CONNECTIONS: usize = 8;
+
+/// `LIFEBOAT_S3_CONNECTIONS`: requests in flight for every command (backup uploads, restore and
+/// check reads), 1 to 64. A value that is not a number in that range is refused by name rather
+/// than quietly replaced by the default.
+pub fn connections_from_env() -> Result<usize> {
+    match std::env::var("LIFEBOAT_S3_CONNECTIONS") {
+        Err(_) => Ok(DEFAULT_CONNECTIONS),
+        Ok(v) if v.trim().is_empty() => Ok(DEFAULT_CONNECTIONS),
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=64).contains(n))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "LIFEBOAT_S3_CONNECTIONS={v:?} is not a number from 1 to 64: set it to the requests to keep in flight (default {DEFAULT_CONNECTIONS}), or unset it"
+                ))
+            }),
+    }
+}
+
 impl S3Backend {
     /// Connects (lazily: no request is made here) to the location.
     pub fn new(loc: S3Location) -> Result<Self> {
@@ -312,11 +338,7 @@ impl S3Backend {
             b = b.endpoint_url(ep);
         }
         b = b.force_path_style(path_style);
-        let connections = std::env::var("LIFEBOAT_S3_CONNECTIONS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&n: &usize| (1..=64).contains(&n))
-            .unwrap_or(4);
+        let connections = connections_from_env()?;
         Ok(S3Backend {
             rt,
             client: Client::from_conf(b.build()),

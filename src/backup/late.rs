@@ -133,6 +133,7 @@ pub(super) fn insert(
 fn pending_name(p: &Pending) -> Option<OsString> {
     match p {
         Pending::Ready(n) | Pending::File(n, _) | Pending::Dir(n, _) => Some(n.name_os()),
+        Pending::Open(_) | Pending::Gone => None,
     }
 }
 

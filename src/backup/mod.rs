@@ -9,10 +9,12 @@
 //! the file sizes. Trees are built bottom-up once all file contents are known, then the index,
 //! then the snapshot: a run that dies early leaves only packs, which the next run adopts.
 
+mod assemble;
 mod heartbeat;
 mod late;
 mod packer;
 mod sources;
+mod stages;
 mod treebuild;
 mod vouch;
 mod walk;
@@ -38,10 +40,13 @@ use crate::repository::snapshot::{SNAPSHOT_VERSION, Snapshot, Summary};
 use crate::repository::tree::Tree;
 use crate::repository::{Repository, TreeLoader};
 
+use assemble::Assembler;
 pub(crate) use heartbeat::Heartbeat;
 pub use late::{LateFile, LateFiles, LateOutput};
 pub use packer::{FinishedPack, PackWriter, Packer, SealedBlob};
 use sources::{add_late_files, stream_command};
+use stages::{chunk_into, pack_stage, read_stage, seal_stage, upload_stage};
+pub(crate) use stages::{seal_blob, upload_pack};
 use treebuild::TreeBuilder;
 pub use walk::node_from_metadata;
 use walk::{FileJob, Pending, Walker};
@@ -327,12 +332,22 @@ fn run(
         }
         drop((job_rx, result_tx));
 
-        // The walk (or the command stream) runs here, feeding the readers.
-        let mut pending = Vec::new();
+        // The walk (or the command stream) runs here, feeding the readers; trees are written
+        // as directories complete (see `assemble`).
+        let builder = TreeBuilder {
+            shared,
+            level,
+            sealed: &sealed_tx,
+            errors: 0,
+            compressor: None,
+            vanished_ok: opts.live_files,
+        };
+        let mut asm = Assembler::new(builder, result_rx, opts.late_files.is_some());
         match source {
             Source::Paths(_) => {
                 let mut walker = Walker {
                     shared,
+                    asm,
                     trees: &trees,
                     excludes: &excludes,
                     jobs: job_tx,
@@ -349,11 +364,12 @@ fn run(
                 for (path, name) in &roots {
                     let pnode = parent_root.and_then(|t| t.find(name));
                     if let Some(p) = walker.root(path, name.clone(), pnode) {
-                        pending.push(p);
+                        walker.asm.push(assemble::ROOT, p);
                     }
                 }
                 walk_stats = walker.stats;
-                // Dropping the walker closes the job queue.
+                asm = walker.asm;
+                // The rest of the walker (its job sender) is dropped: the job queue closes.
             }
             Source::Command { command, filename } => {
                 drop(job_tx);
@@ -362,49 +378,42 @@ fn run(
                         walk_stats.files_new = 1;
                         walk_stats.total_files = 1;
                         walk_stats.total_bytes = node.size;
-                        pending.push(Pending::Ready(node));
+                        asm.push(assemble::ROOT, Pending::Ready(node));
                     }
                     Err(e) => shared.fail(e),
                 }
             }
         }
-        let mut results: Vec<Option<Result<FileOutcome>>> = Vec::new();
-        for (idx, r) in result_rx.iter() {
-            if results.len() <= idx {
-                results.resize_with(idx + 1, || None);
-            }
-            results[idx] = Some(r);
-        }
-        // Every file is read: now the files that exist only after the copy (backup_label).
-        if let Some(late) = opts.late_files.as_ref().filter(|_| !shared.aborted()) {
-            match add_late_files(shared, late, &roots, &mut pending, &raw_tx) {
-                Ok((l, n)) => {
-                    late_labels = l;
-                    late_files = n;
+        match asm.finish() {
+            Ok((mut pending, mut builder)) => {
+                // Every file is read: now the files that exist only after the copy
+                // (backup_label).
+                if let Some(late) = opts.late_files.as_ref().filter(|_| !shared.aborted()) {
+                    match add_late_files(shared, late, &roots, &mut pending, &raw_tx) {
+                        Ok((l, n)) => {
+                            late_labels = l;
+                            late_files = n;
+                        }
+                        Err(e) => shared.fail(e),
+                    }
                 }
-                Err(e) => shared.fail(e),
+                drop(raw_tx);
+                if !shared.aborted() {
+                    let root = builder.nodes(pending).and_then(|nodes| {
+                        let mut tree = Tree { nodes };
+                        builder.save_tree(&mut tree)
+                    });
+                    match root {
+                        Ok(id) => root_id = Some(id),
+                        Err(e) => shared.fail(e),
+                    }
+                }
+                walk_stats.errors += builder.errors;
             }
-        }
-        drop(raw_tx);
-        if !shared.aborted() {
-            let mut builder = TreeBuilder {
-                shared,
-                level,
-                results,
-                sealed: &sealed_tx,
-                errors: 0,
-                compressor: None,
-                vanished_ok: opts.live_files,
-            };
-            let root = builder.nodes(pending).and_then(|nodes| {
-                let mut tree = Tree { nodes };
-                builder.save_tree(&mut tree)
-            });
-            match root {
-                Ok(id) => root_id = Some(id),
-                Err(e) => shared.fail(e),
+            Err(e) => {
+                drop(raw_tx);
+                shared.fail(e);
             }
-            walk_stats.errors += builder.errors;
         }
         drop(sealed_tx);
     });
@@ -631,209 +640,4 @@ fn adopt_orphan_packs(
         }
     }
     out
-}
-
-fn read_stage(
-    shared: &Shared,
-    jobs: Receiver<FileJob>,
-    raw: Sender<RawBlob>,
-    results: Sender<(usize, Result<FileOutcome>)>,
-) {
-    let mut chunker = Chunker::new(&shared.repo.config().chunker);
-    for job in jobs.iter() {
-        let r = if shared.aborted() {
-            Err(Error::Interrupted)
-        } else {
-            read_file(shared, &mut chunker, &job.path, &raw)
-        };
-        shared.progress.files_done.fetch_add(1, Relaxed);
-        let _ = results.send((job.idx, r));
-    }
-}
-
-fn read_file(
-    shared: &Shared,
-    chunker: &mut Chunker,
-    path: &Path,
-    raw: &Sender<RawBlob>,
-) -> Result<FileOutcome> {
-    let file = std::fs::File::open(path).ctx(|| format!("{}: cannot open", path.display()))?;
-    let mut content = Vec::new();
-    let size = chunk_into(shared, chunker, file, raw, &mut content).map_err(|e| match e {
-        Error::Io { source, .. } => Error::io(format!("{}: read failed", path.display()), source),
-        other => other,
-    })?;
-    Ok(FileOutcome { content, size })
-}
-
-/// Chunks a stream, sends unseen chunks on, and records the content list.
-fn chunk_into<R: std::io::Read>(
-    shared: &Shared,
-    chunker: &mut Chunker,
-    src: R,
-    raw: &Sender<RawBlob>,
-    content: &mut Vec<Id>,
-) -> Result<u64> {
-    let key = shared.repo.key();
-    let n = chunker.chunk(src, |data: &[u8]| -> Result<()> {
-        if shared.aborted() {
-            return Err(Error::Interrupted);
-        }
-        let id = key.blob_id(data);
-        content.push(id);
-        shared.bytes_read.fetch_add(data.len() as u64, Relaxed);
-        shared
-            .progress
-            .bytes_done
-            .fetch_add(data.len() as u64, Relaxed);
-        if shared.claim(&id) {
-            raw.send(RawBlob {
-                id,
-                kind: BlobType::Data,
-                data: data.to_vec(),
-            })
-            .map_err(|_| Error::Interrupted)?;
-        }
-        Ok(())
-    })?;
-    Ok(n)
-}
-
-/// Compresses (when that helps) and seals one blob.
-pub(crate) fn seal_blob(
-    repo: &Repository,
-    level: i32,
-    id: Id,
-    kind: BlobType,
-    data: &[u8],
-    compressor: Option<&mut zstd::bulk::Compressor<'static>>,
-) -> Result<SealedBlob> {
-    let compressed = match compressor {
-        Some(c) => c.compress(data),
-        None => zstd::bulk::compress(data, level),
-    }
-    .map_err(|e| Error::io("zstd compression", e))?;
-    let (flags, plain) = if compressed.len() < data.len() {
-        (FLAG_ZSTD, &compressed[..])
-    } else {
-        (0, data)
-    };
-    Ok(SealedBlob {
-        id,
-        kind,
-        flags,
-        raw_length: data.len() as u32,
-        bytes: repo.key().sealer(kind.seal_kind()).seal(&id.0, plain),
-    })
-}
-
-fn seal_stage(shared: &Shared, level: i32, raw: Receiver<RawBlob>, sealed: Sender<SealedBlob>) {
-    let mut comp = match zstd::bulk::Compressor::new(level) {
-        Ok(c) => c,
-        Err(e) => {
-            shared.fail(Error::io("zstd", e));
-            return;
-        }
-    };
-    for blob in raw.iter() {
-        if shared.aborted() {
-            continue;
-        }
-        match seal_blob(
-            shared.repo,
-            level,
-            blob.id,
-            blob.kind,
-            &blob.data,
-            Some(&mut comp),
-        ) {
-            Ok(s) => {
-                shared.data_blobs.fetch_add(1, Relaxed);
-                shared
-                    .bytes_added
-                    .fetch_add(blob.data.len() as u64, Relaxed);
-                shared.bytes_stored.fetch_add(s.bytes.len() as u64, Relaxed);
-                if sealed.send(s).is_err() {
-                    return;
-                }
-            }
-            Err(e) => shared.fail(e),
-        }
-    }
-}
-
-fn pack_stage(
-    shared: &Shared,
-    staging: &Path,
-    sealed: Receiver<SealedBlob>,
-    packs: Sender<FinishedPack>,
-) {
-    let mut packer = Packer::new(
-        shared.repo.key(),
-        staging,
-        shared.repo.config().pack_size as u64,
-    );
-    for blob in sealed.iter() {
-        if shared.aborted() {
-            continue;
-        }
-        match packer.add(blob) {
-            Ok(Some(p)) => {
-                if packs.send(p).is_err() {
-                    return;
-                }
-            }
-            Ok(None) => {}
-            Err(e) => shared.fail(e),
-        }
-    }
-    if shared.aborted() {
-        return;
-    }
-    match packer.finish() {
-        Ok(done) => {
-            for p in done {
-                if packs.send(p).is_err() {
-                    return;
-                }
-            }
-        }
-        Err(e) => shared.fail(e),
-    }
-}
-
-/// Uploads a closed pack (and keeps tree packs in the local cache).
-pub(crate) fn upload_pack(repo: &Repository, p: &FinishedPack) -> Result<()> {
-    let key = pack::pack_key(&p.id);
-    if p.entries.first().is_some_and(|e| e.kind == BlobType::Tree) {
-        // The next backup walks these trees as its parent: keep them local.
-        repo.cache_file(&key, &p.file);
-    }
-    let size = std::fs::metadata(&p.file)
-        .ctx(|| format!("{}: staged pack", p.file.display()))?
-        .len();
-    let (_, version) =
-        repo.backend()
-            .put_versioned(&key, Payload::File(&p.file), PutMode::Overwrite)?;
-    // Written from bytes this process sealed and hashed: verified by construction.
-    repo.ledger().record(p.id, size, version);
-    Ok(())
-}
-
-fn upload_stage(
-    shared: &Shared,
-    packs: Receiver<FinishedPack>,
-    done: Sender<(Id, Vec<PackEntry>)>,
-) {
-    for p in packs.iter() {
-        if shared.aborted() {
-            continue;
-        }
-        match upload_pack(shared.repo, &p) {
-            Ok(()) => {
-                let _ = done.send((p.id, p.entries));
-            }
-            Err(e) => shared.fail(e),
-        }
-    }
 }

@@ -16,7 +16,6 @@ use crate::repository::tree::{Node, Tree};
 pub(super) struct TreeBuilder<'a, 's> {
     pub(super) shared: &'a Shared<'s>,
     pub(super) level: i32,
-    pub(super) results: Vec<Option<Result<FileOutcome>>>,
     pub(super) sealed: &'a Sender<SealedBlob>,
     pub(super) errors: u64,
     pub(super) compressor: Option<zstd::bulk::Compressor<'static>>,
@@ -24,28 +23,39 @@ pub(super) struct TreeBuilder<'a, 's> {
 }
 
 impl TreeBuilder<'_, '_> {
+    /// A file's finished node from its reader result: `None` drops it from its tree (a file
+    /// that could not be read is a warning and counted; one that vanished under `live_files` is
+    /// simply gone). An interrupted read fails the whole backup.
+    pub(super) fn file(&mut self, mut n: Node, r: Result<FileOutcome>) -> Result<Option<Node>> {
+        match r {
+            Ok(o) => {
+                n.content = o.content;
+                n.size = o.size;
+                Ok(Some(n))
+            }
+            Err(Error::Interrupted) => Err(Error::Interrupted),
+            Err(Error::Io { source, .. })
+                if self.vanished_ok && source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => {
+                self.errors += 1;
+                self.shared.warn(e.to_string());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Finished nodes from resolved pending ones, writing the trees of pending subtrees (hold
+    /// mode) bottom-up. Anything still waiting means the pipeline stopped early.
     pub(super) fn nodes(&mut self, pending: Vec<Pending>) -> Result<Vec<Node>> {
         let mut out = Vec::with_capacity(pending.len());
         for p in pending {
             match p {
                 Pending::Ready(n) => out.push(n),
-                Pending::File(mut n, idx) => {
-                    match self.results.get_mut(idx).and_then(Option::take) {
-                        Some(Ok(o)) => {
-                            n.content = o.content;
-                            n.size = o.size;
-                            out.push(n);
-                        }
-                        Some(Err(Error::Interrupted)) | None => return Err(Error::Interrupted),
-                        Some(Err(Error::Io { source, .. }))
-                            if self.vanished_ok
-                                && source.kind() == std::io::ErrorKind::NotFound => {}
-                        Some(Err(e)) => {
-                            self.errors += 1;
-                            self.shared.warn(e.to_string());
-                        }
-                    }
-                }
+                Pending::Gone => {}
+                Pending::File(..) | Pending::Open(_) => return Err(Error::Interrupted),
                 Pending::Dir(mut n, children) => {
                     let mut tree = Tree {
                         nodes: self.nodes(children)?,

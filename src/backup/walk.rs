@@ -14,6 +14,7 @@ use crossbeam_channel::Sender;
 use globset::GlobSet;
 
 use super::Shared;
+use super::assemble::Assembler;
 use crate::repository::TreeLoader;
 use crate::repository::tree::{Node, NodeKind, Tree};
 
@@ -23,14 +24,19 @@ pub(super) struct FileJob {
     pub path: PathBuf,
 }
 
-/// A node whose tree position is known but whose content or subtree is still being produced.
+/// A node whose tree position is known but whose content or subtree may still be being
+/// produced (see [`super::assemble`]).
 pub(super) enum Pending {
-    /// Complete: symlinks and unchanged files.
+    /// Complete: symlinks, unchanged files, read files, directories whose tree is written.
     Ready(Node),
     /// Waiting for reader job `usize`.
     File(Node, usize),
-    /// A directory and its children, in name order.
+    /// A directory waiting for results under it: assembler slot `usize`.
+    Open(usize),
+    /// A directory and its finished children, whose tree is written at the end (hold mode).
     Dir(Node, Vec<Pending>),
+    /// A file that could not be read (warned) or vanished: left out of its tree.
+    Gone,
 }
 
 /// Which files were read and why.
@@ -47,6 +53,8 @@ pub(super) struct WalkStats {
 
 pub(super) struct Walker<'a> {
     pub shared: &'a Shared<'a>,
+    /// Where entries go; trees are written as directories complete.
+    pub asm: Assembler<'a>,
     pub trees: &'a TreeLoader<'a>,
     pub excludes: &'a GlobSet,
     pub jobs: Sender<FileJob>,
@@ -114,8 +122,16 @@ impl Walker<'_> {
                         None
                     }
                 });
-            let children = self.dir(path, parent_tree.as_ref());
-            Some(Pending::Dir(node, children))
+            let slot = self.asm.open(node);
+            self.dir(path, parent_tree.as_ref(), slot);
+            drop(parent_tree);
+            match self.asm.close(slot) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.shared.fail(e);
+                    None
+                }
+            }
         } else if ft.is_file() {
             let node = node_from_metadata(&name, NodeKind::File, meta);
             self.stats.total_files += 1;
@@ -187,15 +203,15 @@ impl Walker<'_> {
         Pending::File(node, idx)
     }
 
-    fn dir(&mut self, path: &Path, parent: Option<&Tree>) -> Vec<Pending> {
+    fn dir(&mut self, path: &Path, parent: Option<&Tree>, slot: usize) {
         let rd = match fs::read_dir(path) {
             Ok(rd) => rd,
             Err(e) if self.vanished_ok && e.kind() == std::io::ErrorKind::NotFound => {
-                return Vec::new();
+                return;
             }
             Err(e) => {
                 self.warn(format!("{}: cannot list directory: {e}", path.display()));
-                return Vec::new();
+                return;
             }
         };
         let mut names: Vec<OsString> = Vec::new();
@@ -206,8 +222,7 @@ impl Walker<'_> {
             }
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
+        for (i, name) in names.into_iter().enumerate() {
             if self.shared.aborted() {
                 break;
             }
@@ -224,11 +239,18 @@ impl Walker<'_> {
                 }
             };
             let parent_node = parent.and_then(|t| t.find(&name));
+            let is_dir = meta.is_dir();
             if let Some(p) = self.entry(&child, name, &meta, parent_node) {
-                out.push(p);
+                // Pushed before any poll: an open subdirectory must have its place in its
+                // parent before a result can resolve it.
+                self.asm.push(slot, p);
+            }
+            if (is_dir || i % 1024 == 1023)
+                && let Err(e) = self.asm.poll()
+            {
+                self.shared.fail(e);
             }
         }
-        out
     }
 
     fn warn(&mut self, msg: String) {

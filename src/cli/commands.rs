@@ -552,7 +552,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             opts.include = a.include.clone();
             opts.overwrite = a.overwrite;
             if let Some(t) = a.threads {
-                opts.threads = t.max(1);
+                opts.fetchers = t.max(1);
             }
             opts.progress = progress_mode(g);
             let started = std::time::Instant::now();

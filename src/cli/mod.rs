@@ -286,7 +286,7 @@ struct RestoreArgs {
     /// Restore into a non-empty target, replacing files in the way.
     #[arg(long)]
     overwrite: bool,
-    /// Concurrent pack readers.
+    /// Ranged reads in flight (default: LIFEBOAT_S3_CONNECTIONS, 8, for S3; 2 for a directory).
     #[arg(long)]
     threads: Option<usize>,
     /// Init-container mode: restore only when the target is empty (ignoring `lost+found`), with

@@ -110,7 +110,8 @@ impl Repository {
         let listed = self.backend.list("data/")?;
         // Every pack is downloaded and hashed: a pack is listed into the index only under the
         // name its contents give it (a copy stored under another name is left out).
-        let read = crate::parallel::map(listed, 2, |info| {
+        let readers = self.backend.concurrency().clamp(2, 4);
+        let read = crate::parallel::map(listed, readers, |info| {
             let r = object_id(&info.key, "data/").and_then(|id| {
                 if read_data {
                     self.salvage_pack(&id, &info.key)

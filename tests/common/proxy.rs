@@ -39,6 +39,9 @@ pub struct Plan {
     /// never), e.g. `ResetAfterForward` to let exactly one request reach the store and lose its
     /// reply. Independent of `every`.
     pub once_at: u64,
+    /// Added to every request before it is forwarded (a long round trip), so that concurrent
+    /// requests overlap and [`Proxy::peak_in_flight`] shows how many the client keeps going.
+    pub latency: Option<Duration>,
 }
 
 pub struct Proxy {
@@ -48,6 +51,9 @@ pub struct Proxy {
     pub injected: Arc<AtomicU64>,
     pub rejected_streaming: Arc<AtomicU64>,
     pub shuffled_lists: Arc<AtomicU64>,
+    /// Requests being handled now, and the most at any one time (see [`Proxy::reset_peak`]).
+    pub in_flight: Arc<AtomicU64>,
+    pub peak_in_flight: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     offline: Arc<AtomicBool>,
 }
@@ -69,6 +75,8 @@ impl Proxy {
             injected: Arc::default(),
             rejected_streaming: Arc::default(),
             shuffled_lists: Arc::default(),
+            in_flight: Arc::default(),
+            peak_in_flight: Arc::default(),
             stop: Arc::default(),
             offline: Arc::default(),
         };
@@ -82,6 +90,7 @@ impl Proxy {
             p.offline.clone(),
         );
         let addr = p.addr;
+        let (in_flight, peak) = (p.in_flight.clone(), p.peak_in_flight.clone());
         std::thread::spawn(move || {
             let mut listener = Some(listener);
             loop {
@@ -121,8 +130,18 @@ impl Proxy {
                         injected.fetch_add(1, SeqCst);
                     }
                     let (rejected, shuffled) = (rejected.clone(), shuffled.clone());
-                    let stall = plan.lock().unwrap().stall;
+                    let (stall, latency) = {
+                        let pl = plan.lock().unwrap();
+                        (pl.stall, pl.latency)
+                    };
+                    let (in_flight, peak) = (in_flight.clone(), peak.clone());
                     std::thread::spawn(move || {
+                        let now = in_flight.fetch_add(1, SeqCst) + 1;
+                        peak.fetch_max(now, SeqCst);
+                        let _done = Leave(in_flight);
+                        if let Some(d) = latency {
+                            std::thread::sleep(d);
+                        }
                         if let Some(d) = stall {
                             let mut conn = conn;
                             let _ = read_head(&mut conn);
@@ -139,6 +158,11 @@ impl Proxy {
         p
     }
 
+    /// Starts a new measurement of [`Proxy::peak_in_flight`].
+    pub fn reset_peak(&self) {
+        self.peak_in_flight.store(0, SeqCst);
+    }
+
     /// Stops listening (connections are refused, like a stopped server) until [`Proxy::online`].
     pub fn offline(&self) {
         self.offline.store(true, SeqCst);
@@ -152,6 +176,15 @@ impl Proxy {
 
     pub fn set(&self, f: impl FnOnce(&mut Plan)) {
         f(&mut self.plan.lock().unwrap());
+    }
+}
+
+/// Counts a request as finished however its handler ends.
+struct Leave(Arc<AtomicU64>);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
     }
 }
 
