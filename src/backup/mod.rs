@@ -290,7 +290,7 @@ fn run(
     let reporter = Reporter::start(opts.progress, "backup", shared.progress.clone());
     let threads = opts.threads.max(1);
 
-    let (job_tx, job_rx) = bounded::<FileJob>(256);
+    let (job_tx, job_rx) = bounded::<Vec<FileJob>>(16);
     let (raw_tx, raw_rx) = bounded::<RawBlob>(threads);
     let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(threads);
     let (pack_tx, pack_rx) = bounded::<FinishedPack>(1);
@@ -327,8 +327,9 @@ fn run(
         for _ in 0..threads {
             let rx = job_rx.clone();
             let tx = raw_tx.clone();
+            let sealed = sealed_tx.clone();
             let res = result_tx.clone();
-            s.spawn(move || read_stage(shared, rx, tx, res));
+            s.spawn(move || read_stage(shared, level, rx, tx, sealed, res));
         }
         drop((job_rx, result_tx));
 
@@ -351,6 +352,8 @@ fn run(
                     trees: &trees,
                     excludes: &excludes,
                     jobs: job_tx,
+                    batch: Vec::new(),
+                    batch_bytes: 0,
                     next_job: 0,
                     stats: walk::WalkStats::default(),
                     force: opts.force,
@@ -367,6 +370,7 @@ fn run(
                         walker.asm.push(assemble::ROOT, p);
                     }
                 }
+                walker.send_jobs();
                 walk_stats = walker.stats;
                 asm = walker.asm;
                 // The rest of the walker (its job sender) is dropped: the job queue closes.

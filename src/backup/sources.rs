@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use crossbeam_channel::Sender;
 
 use super::late::{self, LateFiles};
+use super::stages::Sink;
 use super::walk::Pending;
 use super::{RawBlob, Shared, chunk_into};
 use crate::chunker::Chunker;
@@ -38,7 +39,13 @@ pub(super) fn stream_command(
     let stdout = child.stdout.take().expect("piped");
     let mut chunker = Chunker::new(&repo.config().chunker);
     let mut content = Vec::new();
-    let streamed = chunk_into(shared, &mut chunker, stdout, raw, &mut content);
+    let streamed = chunk_into(
+        shared,
+        &mut chunker,
+        stdout,
+        &mut Sink::Raw(raw),
+        &mut content,
+    );
     let status = child.wait().map_err(|e| Error::Command {
         command: command.into(),
         message: e.to_string(),
@@ -77,7 +84,13 @@ pub(super) fn add_late_files(
     let n = out.files.len() as u64;
     for f in out.files {
         let mut content = Vec::new();
-        let size = chunk_into(shared, &mut chunker, f.content, raw, &mut content)?;
+        let size = chunk_into(
+            shared,
+            &mut chunker,
+            f.content,
+            &mut Sink::Raw(raw),
+            &mut content,
+        )?;
         let mut node = late::node_for(
             &f.path,
             late::parent_dir(pending, roots, &f.path),

@@ -1,25 +1,47 @@
 //! The backup pipeline's stages, each on its own threads, joined by bounded channels: readers
-//! chunk files into raw blobs, sealers hash, compress and encrypt them, one packer fills packs
-//! in the staging directory, uploaders store finished packs. A stage stops when its input
+//! chunk and hash files (sealing small files themselves), sealers compress and encrypt the
+//! chunks of large files, one packer fills packs in the staging directory, uploaders store
+//! finished packs. A stage stops when its input
 //! channel closes; the first fatal error ([`Shared::fail`]) makes every stage stop early.
 
 use super::*;
 
+/// Files up to this size are sealed (compressed, encrypted) by the reader that read them: a
+/// hand-off to a sealer costs more than the work. Larger files' chunks go to the sealers, so
+/// one big file still keeps every core busy.
+const SEAL_INLINE_BELOW: u64 = 1 << 20;
+
 pub(super) fn read_stage(
     shared: &Shared,
-    jobs: Receiver<FileJob>,
+    level: i32,
+    jobs: Receiver<Vec<FileJob>>,
     raw: Sender<RawBlob>,
+    sealed: Sender<SealedBlob>,
     results: Sender<(usize, Result<FileOutcome>)>,
 ) {
     let mut chunker = Chunker::new(&shared.repo.config().chunker);
-    for job in jobs.iter() {
-        let r = if shared.aborted() {
-            Err(Error::Interrupted)
-        } else {
-            read_file(shared, &mut chunker, &job.path, &raw)
-        };
-        shared.progress.files_done.fetch_add(1, Relaxed);
-        let _ = results.send((job.idx, r));
+    let mut comp = match zstd::bulk::Compressor::new(level) {
+        Ok(c) => c,
+        Err(e) => {
+            shared.fail(Error::io("zstd", e));
+            return;
+        }
+    };
+    for batch in jobs.iter() {
+        for job in batch {
+            let r = if shared.aborted() {
+                Err(Error::Interrupted)
+            } else {
+                let mut sink = if job.size < SEAL_INLINE_BELOW {
+                    Sink::Sealed(&sealed, &mut comp, level)
+                } else {
+                    Sink::Raw(&raw)
+                };
+                read_file(shared, &mut chunker, &job.path, &mut sink)
+            };
+            shared.progress.files_done.fetch_add(1, Relaxed);
+            let _ = results.send((job.idx, r));
+        }
     }
 }
 
@@ -27,15 +49,25 @@ fn read_file(
     shared: &Shared,
     chunker: &mut Chunker,
     path: &Path,
-    raw: &Sender<RawBlob>,
+    sink: &mut Sink,
 ) -> Result<FileOutcome> {
     let file = std::fs::File::open(path).ctx(|| format!("{}: cannot open", path.display()))?;
     let mut content = Vec::new();
-    let size = chunk_into(shared, chunker, file, raw, &mut content).map_err(|e| match e {
+    let size = chunk_into(shared, chunker, file, sink, &mut content).map_err(|e| match e {
         Error::Io { source, .. } => Error::io(format!("{}: read failed", path.display()), source),
         other => other,
     })?;
     Ok(FileOutcome { content, size })
+}
+
+/// Where new chunks go: to the sealers, or sealed here and straight to the packer.
+pub(super) enum Sink<'a> {
+    Raw(&'a Sender<RawBlob>),
+    Sealed(
+        &'a Sender<SealedBlob>,
+        &'a mut zstd::bulk::Compressor<'static>,
+        i32,
+    ),
 }
 
 /// Chunks a stream, sends unseen chunks on, and records the content list.
@@ -43,7 +75,7 @@ pub(super) fn chunk_into<R: std::io::Read>(
     shared: &Shared,
     chunker: &mut Chunker,
     src: R,
-    raw: &Sender<RawBlob>,
+    sink: &mut Sink,
     content: &mut Vec<Id>,
 ) -> Result<u64> {
     let key = shared.repo.key();
@@ -59,16 +91,31 @@ pub(super) fn chunk_into<R: std::io::Read>(
             .bytes_done
             .fetch_add(data.len() as u64, Relaxed);
         if shared.claim(&id) {
-            raw.send(RawBlob {
-                id,
-                kind: BlobType::Data,
-                data: data.to_vec(),
-            })
-            .map_err(|_| Error::Interrupted)?;
+            match sink {
+                Sink::Raw(raw) => raw
+                    .send(RawBlob {
+                        id,
+                        kind: BlobType::Data,
+                        data: data.to_vec(),
+                    })
+                    .map_err(|_| ()),
+                Sink::Sealed(sealed, comp, level) => {
+                    let s = seal_blob(shared.repo, *level, id, BlobType::Data, data, Some(comp))?;
+                    count_sealed(shared, data.len(), &s);
+                    sealed.send(s).map_err(|_| ())
+                }
+            }
+            .map_err(|()| Error::Interrupted)?;
         }
         Ok(())
     })?;
     Ok(n)
+}
+
+fn count_sealed(shared: &Shared, raw_len: usize, s: &SealedBlob) {
+    shared.data_blobs.fetch_add(1, Relaxed);
+    shared.bytes_added.fetch_add(raw_len as u64, Relaxed);
+    shared.bytes_stored.fetch_add(s.bytes.len() as u64, Relaxed);
 }
 
 /// Compresses (when that helps) and seals one blob.
@@ -125,11 +172,7 @@ pub(super) fn seal_stage(
             Some(&mut comp),
         ) {
             Ok(s) => {
-                shared.data_blobs.fetch_add(1, Relaxed);
-                shared
-                    .bytes_added
-                    .fetch_add(blob.data.len() as u64, Relaxed);
-                shared.bytes_stored.fetch_add(s.bytes.len() as u64, Relaxed);
+                count_sealed(shared, blob.data.len(), &s);
                 if sealed.send(s).is_err() {
                     return;
                 }

@@ -22,7 +22,16 @@ use crate::repository::tree::{Node, NodeKind, Tree};
 pub(super) struct FileJob {
     pub idx: usize,
     pub path: PathBuf,
+    /// Its size when the walk saw it: small files are sealed by their reader (see
+    /// [`super::stages::read_stage`]).
+    pub size: u64,
 }
+
+/// Files per job batch, and the bytes after which a batch goes out early. Batches cut the
+/// channel hand-offs (and thread wake-ups) per small file, which otherwise cost more than
+/// reading it; a big file goes out on its own so readers share the work.
+const BATCH_FILES: usize = 32;
+const BATCH_BYTES: u64 = 4 << 20;
 
 /// A node whose tree position is known but whose content or subtree may still be being
 /// produced (see [`super::assemble`]).
@@ -57,7 +66,10 @@ pub(super) struct Walker<'a> {
     pub asm: Assembler<'a>,
     pub trees: &'a TreeLoader<'a>,
     pub excludes: &'a GlobSet,
-    pub jobs: Sender<FileJob>,
+    pub jobs: Sender<Vec<FileJob>>,
+    /// Jobs not yet sent (see [`BATCH_FILES`]); [`Walker::send_jobs`] sends them.
+    pub batch: Vec<FileJob>,
+    pub batch_bytes: u64,
     pub next_job: usize,
     pub stats: WalkStats,
     pub force: bool,
@@ -194,13 +206,36 @@ impl Walker<'_> {
     fn job(&mut self, path: &Path, node: Node) -> Pending {
         let idx = self.next_job;
         self.next_job += 1;
-        // A send fails only when the readers are gone after an abort; the result is then missing
-        // and the backup fails as a whole, so nothing needs doing here.
-        let _ = self.jobs.send(FileJob {
+        self.batch_bytes += node.size;
+        self.batch.push(FileJob {
             idx,
             path: path.to_path_buf(),
+            size: node.size,
         });
+        if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+            self.send_jobs();
+        }
         Pending::File(node, idx)
+    }
+
+    /// Sends the batched jobs. Called when a batch fills, before the walk may wait for reader
+    /// results (a job still here would never produce one), and when the walk ends.
+    pub fn send_jobs(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        self.batch_bytes = 0;
+        // A send fails only when the readers are gone after an abort; the results are then
+        // missing and the backup fails as a whole, so nothing needs doing here.
+        let _ = self.jobs.send(std::mem::take(&mut self.batch));
+    }
+
+    /// Applies reader results (see [`Assembler::poll`]), sending batched jobs first.
+    fn poll(&mut self) {
+        self.send_jobs();
+        if let Err(e) = self.asm.poll() {
+            self.shared.fail(e);
+        }
     }
 
     fn dir(&mut self, path: &Path, parent: Option<&Tree>, slot: usize) {
@@ -245,10 +280,8 @@ impl Walker<'_> {
                 // parent before a result can resolve it.
                 self.asm.push(slot, p);
             }
-            if (is_dir || i % 1024 == 1023)
-                && let Err(e) = self.asm.poll()
-            {
-                self.shared.fail(e);
+            if is_dir || i % 1024 == 1023 {
+                self.poll();
             }
         }
     }
