@@ -324,6 +324,12 @@ impl S3Backend {
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .retry_config(aws_config::retry::RetryConfig::disabled())
+            // The SDK's stalled-stream protection measures throughput on every poll of every
+            // body; `read_body` already fails a stall (LIFEBOAT_S3_STALL_TIMEOUT) and a request
+            // past its deadline, so it would only add CPU to every download.
+            .stalled_stream_protection(
+                aws_sdk_s3::config::StalledStreamProtectionConfig::disabled(),
+            )
             .timeout_config(timeouts);
         if let (Some(k), Some(s)) = (&key_id, &secret) {
             b = b.credentials_provider(Credentials::new(k, s, token, None, "lifeboat-environment"));
