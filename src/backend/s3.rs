@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
@@ -320,16 +321,14 @@ impl S3Backend {
             .connect_timeout(limits.stall.min(Duration::from_secs(10)))
             .read_timeout(limits.stall)
             .build();
+        // The SDK's stalled-stream protection measures throughput on every poll of every body;
+        // `read_body` already fails a stall (LIFEBOAT_S3_STALL_TIMEOUT) and a request past its
+        // deadline, so it would only add CPU to every download.
         let mut b = aws_sdk_s3::config::Builder::from(&shared)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .retry_config(aws_config::retry::RetryConfig::disabled())
-            // The SDK's stalled-stream protection measures throughput on every poll of every
-            // body; `read_body` already fails a stall (LIFEBOAT_S3_STALL_TIMEOUT) and a request
-            // past its deadline, so it would only add CPU to every download.
-            .stalled_stream_protection(
-                aws_sdk_s3::config::StalledStreamProtectionConfig::disabled(),
-            )
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .timeout_config(timeouts);
         if let (Some(k), Some(s)) = (&key_id, &secret) {
             b = b.credentials_provider(Credentials::new(k, s, token, None, "lifeboat-environment"));
