@@ -96,11 +96,19 @@ def version(tool, path):
 
 # ---------------------------------------------------------------- datasets
 
+def fresh_dataset(name, quick):
+    """(its directory, its volume, whether it must be built): a dataset is built once and cached
+    under bench/work; one left half-built by an interrupted run (no `.complete`) is removed."""
+    d = WORK / (f"{name}-quick" if quick else name)
+    if (d / ".complete").exists():
+        return d, d / "volume", False
+    shutil.rmtree(d, ignore_errors=True)
+    return d, d / "volume", True
+
+
 def make_main(quick):
-    d = WORK / ("dataset-quick" if quick else "dataset")
-    vol = d / "volume"
-    if not (d / ".complete").exists():
-        shutil.rmtree(d, ignore_errors=True)
+    d, vol, build = fresh_dataset("dataset", quick)
+    if build:
         rng = random.Random(42)
         words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz_") for _ in range(rng.randint(2, 10)))
                  for _ in range(4000)]
@@ -146,11 +154,9 @@ def make_postgres(pgdata, scale=60):
 
 def make_many(quick):
     """Many small files: 1-4 KB each (hex text, so about half compressible), 1000 per directory."""
-    d = WORK / ("dataset-many-quick" if quick else "dataset-many")
-    vol = d / "volume"
-    if (d / ".complete").exists():
+    d, vol, build = fresh_dataset("dataset-many", quick)
+    if not build:
         return vol
-    shutil.rmtree(d, ignore_errors=True)
     rng = random.Random(300)
     for i in range(3000 if quick else 300_000):
         p = vol / f"group{i // 100_000}" / f"dir{i // 1000:03}" / f"file{i:06}.txt"
@@ -173,11 +179,9 @@ def _write_stream(path, index, size):
 
 def make_big(quick):
     """10.5 GB (quick: ~200 MB) in files of 64 MiB-1 GiB (quick: 8-64 MiB), written in parallel."""
-    d = WORK / ("dataset-big-quick" if quick else "dataset-big")
-    vol = d / "volume"
-    if (d / ".complete").exists():
+    d, vol, build = fresh_dataset("dataset-big", quick)
+    if not build:
         return vol
-    shutil.rmtree(d, ignore_errors=True)
     rng = random.Random(1010)
     total, lo, hi = (200e6, 8 * MiB, 64 * MiB) if quick else (10.5e9, 64 * MiB, 1024 * MiB)
     sizes = []

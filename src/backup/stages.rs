@@ -20,12 +20,8 @@ pub(super) fn read_stage(
     results: Sender<(usize, Result<FileOutcome>)>,
 ) {
     let mut chunker = Chunker::new(&shared.repo.config().chunker);
-    let mut comp = match zstd::bulk::Compressor::new(level) {
-        Ok(c) => c,
-        Err(e) => {
-            shared.fail(Error::io("zstd", e));
-            return;
-        }
+    let Some(mut comp) = compressor(shared, level) else {
+        return;
     };
     for batch in jobs.iter() {
         for job in batch {
@@ -112,6 +108,13 @@ pub(super) fn chunk_into<R: std::io::Read>(
     Ok(n)
 }
 
+/// A zstd context for one thread; failing to make one fails the backup.
+fn compressor(shared: &Shared, level: i32) -> Option<zstd::bulk::Compressor<'static>> {
+    zstd::bulk::Compressor::new(level)
+        .map_err(|e| shared.fail(Error::io("zstd", e)))
+        .ok()
+}
+
 fn count_sealed(shared: &Shared, raw_len: usize, s: &SealedBlob) {
     shared.data_blobs.fetch_add(1, Relaxed);
     shared.bytes_added.fetch_add(raw_len as u64, Relaxed);
@@ -152,12 +155,8 @@ pub(super) fn seal_stage(
     raw: Receiver<RawBlob>,
     sealed: Sender<SealedBlob>,
 ) {
-    let mut comp = match zstd::bulk::Compressor::new(level) {
-        Ok(c) => c,
-        Err(e) => {
-            shared.fail(Error::io("zstd", e));
-            return;
-        }
+    let Some(mut comp) = compressor(shared, level) else {
+        return;
     };
     for blob in raw.iter() {
         if shared.aborted() {
