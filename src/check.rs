@@ -76,6 +76,8 @@ pub struct CheckReport {
     pub packs_read: u64,
     /// Archived PostgreSQL WAL files.
     pub wal_files: u64,
+    /// Replicated SQLite log objects (change sets and generation headers).
+    pub sqlite_objects: u64,
 }
 
 /// Runs the checks.
@@ -282,6 +284,11 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     let wal = crate::wal::upkeep::check(repo, &loaded, matches!(read_data, ReadData::All))?;
     r.wal_files = wal.files;
     r.errors.extend(wal.errors);
+    // Replicated SQLite logs: whole from the newest snapshot on; with --read-data, every object
+    // authenticates.
+    let logs = crate::sqlitelog::upkeep::check(repo, &loaded, matches!(read_data, ReadData::All))?;
+    r.sqlite_objects = logs.objects;
+    r.errors.extend(logs.errors);
     Ok(r)
 }
 

@@ -51,10 +51,12 @@ pub enum Kind {
     PruneMark,
     /// An archived PostgreSQL WAL file (format 2, revision 1).
     Wal,
+    /// A replicated SQLite change set or log generation header (format 2, revision 2).
+    SqliteLog,
 }
 
 impl Kind {
-    const ALL: [Kind; 11] = [
+    const ALL: [Kind; 12] = [
         Kind::Config,
         Kind::Key,
         Kind::Index,
@@ -66,6 +68,7 @@ impl Kind {
         Kind::Writer,
         Kind::PruneMark,
         Kind::Wal,
+        Kind::SqliteLog,
     ];
 
     /// The label used in subkey derivation and associated data (docs/FORMAT.md §4).
@@ -82,6 +85,7 @@ impl Kind {
             Kind::Writer => "writer",
             Kind::PruneMark => "prune mark",
             Kind::Wal => "wal",
+            Kind::SqliteLog => "sqlite log",
         }
     }
 

@@ -28,6 +28,7 @@ pub mod repair;
 pub mod repository;
 pub mod restore;
 pub mod sdl;
+pub mod sqlitelog;
 pub mod sysinfo;
 pub mod wal;
 

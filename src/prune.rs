@@ -110,6 +110,8 @@ pub struct PruneReport {
     pub mark: Option<String>,
     /// Archived WAL files older than every kept base backup, deleted (counted with --dry-run).
     pub wal_files_deleted: usize,
+    /// Replicated SQLite change sets no kept snapshot can use, deleted (counted with --dry-run).
+    pub sqlite_objects_deleted: usize,
 }
 
 /// Runs one prune: sweep what is ripe, then mark what is unneeded now.
@@ -166,6 +168,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     // listed here finds its blobs in the index loaded next.
     let snapshots = repo.snapshots_strict()?;
     report.wal_files_deleted = crate::wal::upkeep::prune(repo, &snapshots, opts.dry_run)?;
+    report.sqlite_objects_deleted =
+        crate::sqlitelog::upkeep::prune(repo, &snapshots, opts.dry_run)?;
     // One listing of marks and of index objects serves the sweep; the mark phase reloads the
     // index only if the sweep changed it.
     let marks = repo.prune_marks()?;

@@ -43,8 +43,8 @@ fn every_snippet_passes_the_rules_and_the_readme_lists_it() {
         n += 1;
         let text = std::fs::read_to_string(&p).unwrap();
         let v = rules::parse(&text, &p.display().to_string()).unwrap();
-        let problems = sdl::check(&v);
-        assert!(problems.is_empty(), "{}: {problems:?}", p.display());
+        let report = sdl::check(&text);
+        assert!(report.errors.is_empty(), "{}: {report:?}", p.display());
         let name = p.file_name().unwrap().to_str().unwrap();
         assert!(readme.contains(name), "README.md does not explain {name}");
         versions.push(rules::get(&v, "version").and_then(rules::str_of).unwrap());
@@ -59,12 +59,12 @@ fn every_snippet_passes_the_rules_and_the_readme_lists_it() {
     assert!(versions.iter().any(|v| v == "2.0") && versions.iter().any(|v| v == "2.1"));
 }
 
-/// Applies `edit` to the plain postgres snippet and returns the checker's problems.
-fn problems_after(edit: impl FnOnce(&mut serde_yaml_ng::Value)) -> Vec<String> {
+/// Applies `edit` to the plain postgres snippet and returns the checker's report.
+fn problems_after(edit: impl FnOnce(&mut serde_yaml_ng::Value)) -> sdl::Report {
     let text = std::fs::read_to_string(snippets().join("postgres-lifeboat.yaml")).unwrap();
     let mut v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
     edit(&mut v);
-    sdl::check(&v)
+    sdl::check(&serde_yaml_ng::to_string(&v).unwrap())
 }
 
 fn at<'a>(v: &'a mut serde_yaml_ng::Value, path: &[&str]) -> &'a mut serde_yaml_ng::Value {
@@ -83,13 +83,16 @@ fn the_checker_catches_each_rule() {
     use serde_yaml_ng::Value;
     let storage = ["profiles", "compute", "postgres", "resources", "storage"];
     type Edit = Box<dyn FnOnce(&mut Value)>;
-    let cases: Vec<(&str, Edit)> = vec![
+    // (what the message says, an error (Akash or lifeboat refuses) or a warning, the edit)
+    let cases: Vec<(&str, bool, Edit)> = vec![
         (
             "version",
+            true,
             Box::new(|v| *at(v, &["version"]) = Value::String("3.0".into())),
         ),
         (
-            "no image",
+            "missing required key \"image\"",
+            true,
             Box::new(|v| {
                 at(v, &["services", "postgres"])
                     .as_mapping_mut()
@@ -98,7 +101,8 @@ fn the_checker_catches_each_rule() {
             }),
         ),
         (
-            "KEY=VALUE",
+            "is not NAME=VALUE",
+            false,
             Box::new(|v| {
                 at(v, &["services", "postgres", "env"])
                     .as_sequence_mut()
@@ -107,7 +111,8 @@ fn the_checker_catches_each_rule() {
             }),
         ),
         (
-            "never mounted",
+            "needs a mount path",
+            true,
             Box::new(|v| {
                 at(v, &["services", "postgres", "params", "storage"])
                     .as_mapping_mut()
@@ -116,7 +121,8 @@ fn the_checker_catches_each_rule() {
             }),
         ),
         (
-            "only allowed with persistent",
+            "a class without persistent: true",
+            false,
             Box::new(move |v| {
                 *at(
                     v,
@@ -134,7 +140,8 @@ fn the_checker_catches_each_rule() {
             }),
         ),
         (
-            "ram can never be persistent",
+            "can never be persistent",
+            true,
             Box::new(move |v| {
                 *at(
                     v,
@@ -152,7 +159,8 @@ fn the_checker_catches_each_rule() {
             }),
         ),
         (
-            "absolute path",
+            "must be an absolute path",
+            true,
             Box::new(|v| {
                 *at(
                     v,
@@ -163,7 +171,8 @@ fn the_checker_catches_each_rule() {
             }),
         ),
         (
-            "one per service",
+            "providers give a service one",
+            false,
             Box::new(move |v| {
                 let s = at(v, &storage).as_sequence_mut().unwrap();
                 let mut extra = s[1].clone();
@@ -172,7 +181,8 @@ fn the_checker_catches_each_rule() {
             }),
         ),
         (
-            "used twice",
+            "is already used by volume",
+            true,
             Box::new(move |v| {
                 let s = at(v, &storage).as_sequence_mut().unwrap();
                 let mut extra = s[0].clone();
@@ -192,6 +202,7 @@ fn the_checker_catches_each_rule() {
         ),
         (
             "control port",
+            true,
             Box::new(|v| {
                 at(v, &["services", "postgres", "env"])
                     .as_sequence_mut()
@@ -200,18 +211,21 @@ fn the_checker_catches_each_rule() {
             }),
         ),
         (
-            "not in profiles.compute",
+            "is not in profiles.compute",
+            true,
             Box::new(|v| {
                 *at(v, &["deployment", "postgres", "akash", "profile"]) =
                     Value::String("nope".into())
             }),
         ),
     ];
-    for (want, edit) in cases {
-        let p = problems_after(edit);
+    for (want, error, edit) in cases {
+        let r = problems_after(edit);
+        let list = if error { &r.errors } else { &r.warnings };
         assert!(
-            p.iter().any(|e| e.contains(want)),
-            "expected a problem mentioning {want:?}, got {p:?}"
+            list.iter().any(|e| e.contains(want)),
+            "expected {} mentioning {want:?}, got {r:?}",
+            if error { "an error" } else { "a warning" }
         );
     }
 }
@@ -388,4 +402,315 @@ fn sha256_of(p: &Path) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// The `args` of service `svc` in SDL text.
+fn args_of(text: &str, svc: &str) -> Vec<String> {
+    let v = rules::parse(text, "o").unwrap();
+    let s = rules::get(rules::get(&v, "services").unwrap(), svc).unwrap();
+    rules::get(s, "args")
+        .and_then(|a| a.as_sequence())
+        .map(|a| a.iter().filter_map(rules::str_of).collect())
+        .unwrap_or_default()
+}
+
+fn env_of(text: &str, svc: &str) -> Vec<String> {
+    let v = rules::parse(text, "o").unwrap();
+    let s = rules::get(rules::get(&v, "services").unwrap(), svc).unwrap();
+    rules::get(s, "env")
+        .and_then(|a| a.as_sequence())
+        .map(|a| a.iter().filter_map(rules::str_of).collect())
+        .unwrap_or_default()
+}
+
+/// Issue 19's `sdl inject` defects, one by one.
+#[test]
+fn inject_defects_seen_on_real_files_are_fixed() {
+    let base = std::fs::read_to_string(snippets().join("postgres.yaml")).unwrap();
+
+    // Comments inside the wrapped service are kept.
+    let commented = base.replace(
+        "    image: postgres:16\n",
+        "    image: postgres:16\n    # tuned for the small profile\n",
+    );
+    let out = sdl::inject(&commented, &opts("postgres")).unwrap();
+    assert!(
+        out.sdl.contains("# tuned for the small profile"),
+        "{}",
+        out.sdl
+    );
+
+    // A digest-pinned image: a valid image name and tag, and the digest kept in FROM.
+    let digest = "vllm/vllm-openai:v0.6.2@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let pinned = base.replace("image: postgres:16", &format!("image: {digest}"));
+    let mut o = opts("postgres");
+    o.entrypoint = Some(vec!["python3".into()]);
+    o.cmd = Some(vec!["-m".into(), "vllm".into()]);
+    let out = sdl::inject(&pinned, &o).unwrap();
+    assert!(
+        out.sdl
+            .contains("image: <your registry>/vllm-openai-lifeboat:v0.6.2\n"),
+        "{}",
+        out.sdl
+    );
+    assert!(
+        out.dockerfile
+            .unwrap()
+            .contains(&format!("FROM {digest}\n"))
+    );
+
+    // "No ENTRYPOINT": --no-entrypoint (Some(empty)) and --entrypoint '' both mean none.
+    let unknown = base.replace("image: postgres:16", "image: ghcr.io/acme/db:2");
+    for ep in [vec![], vec![String::new()]] {
+        let mut o = opts("postgres");
+        o.entrypoint = Some(ep);
+        o.cmd = Some(vec!["/bin/db".into(), "serve".into()]);
+        let out = sdl::inject(&unknown, &o).unwrap();
+        assert_eq!(args_of(&out.sdl, "postgres"), ["/bin/db", "serve"]);
+    }
+
+    // Redis: SAVE's reply is checked, and --requirepass is used to authenticate.
+    let plain_redis = base.replace("image: postgres:16", "image: redis:7");
+    let hook = |text: &str| {
+        env_of(text, "postgres")
+            .into_iter()
+            .find(|e| e.starts_with("LIFEBOAT_PRE_BACKUP="))
+            .unwrap()
+    };
+    let out = sdl::inject(&plain_redis, &opts("postgres")).unwrap();
+    assert!(
+        hook(&out.sdl).contains("redis-cli SAVE | grep -qx OK"),
+        "{}",
+        hook(&out.sdl)
+    );
+    let with_pass = plain_redis.replace(
+        "image: redis:7",
+        "image: redis:7\n    args: [redis-server, --requirepass, s3cret]",
+    );
+    let out = sdl::inject(&with_pass, &opts("postgres")).unwrap();
+    assert!(
+        hook(&out.sdl).contains("REDISCLI_AUTH='s3cret' redis-cli SAVE"),
+        "{}",
+        hook(&out.sdl)
+    );
+
+    // MariaDB 10.3-10.5 run mysqld, later ones mariadbd.
+    for (tag, server) in [
+        ("10.5", "mysqld"),
+        ("10.3.39", "mysqld"),
+        ("10.6", "mariadbd"),
+        ("11.4", "mariadbd"),
+    ] {
+        let m = base.replace("image: postgres:16", &format!("image: mariadb:{tag}"));
+        let out = sdl::inject(&m, &opts("postgres")).unwrap();
+        assert_eq!(
+            args_of(&out.sdl, "postgres"),
+            ["docker-entrypoint.sh", server],
+            "mariadb:{tag}"
+        );
+    }
+
+    // Bootstrap: a non-hex --sha256 is refused, the URL is one quoted shell word, the other
+    // mode's flags are refused, placeholders are reported.
+    let mut b = opts("postgres");
+    b.mode = Mode::Bootstrap;
+    b.sha256 = Some("not-a-hash".into());
+    assert!(
+        sdl::inject(&base, &b)
+            .unwrap_err()
+            .contains("64 hex digits")
+    );
+    b.sha256 = Some("a".repeat(64));
+    b.release_url = Some("https://example.com/x$(reboot)'y".into());
+    let out = sdl::inject(&base, &b).unwrap();
+    assert!(
+        out.sdl
+            .contains(r"url='https://example.com/x$(reboot)'\''y'"),
+        "{}",
+        out.sdl
+    );
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("<repository password>")),
+        "{:?}",
+        out.warnings
+    );
+    let mut both = b.clone();
+    both.image = Some("ghcr.io/me/x:1".into());
+    assert!(
+        sdl::inject(&base, &both)
+            .unwrap_err()
+            .contains("--mode image")
+    );
+    let mut img = opts("postgres");
+    img.sha256 = Some("a".repeat(64));
+    assert!(
+        sdl::inject(&base, &img)
+            .unwrap_err()
+            .contains("--mode bootstrap")
+    );
+
+    // An existing AWS_ACCESS_KEY_ID gets no placeholder secret beside it, and a warning.
+    let keyed = base.replace(
+        "    env:\n",
+        "    env:\n      - AWS_ACCESS_KEY_ID=AKIAEXAMPLE\n",
+    );
+    assert_ne!(keyed, base, "the snippet has an env list");
+    let out = sdl::inject(&keyed, &opts("postgres")).unwrap();
+    let env = env_of(&out.sdl, "postgres");
+    assert!(
+        !env.iter().any(|e| e.starts_with("AWS_SECRET_ACCESS_KEY")),
+        "{env:?}"
+    );
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("AWS_SECRET_ACCESS_KEY")),
+        "{:?}",
+        out.warnings
+    );
+
+    // A string "on" stays a string for YAML 1.1 readers.
+    let on = base.replace(
+        "image: postgres:16",
+        "image: postgres:16\n    args: [postgres, -c, \"on\"]",
+    );
+    let out = sdl::inject(&on, &opts("postgres")).unwrap();
+    assert!(out.sdl.contains("- 'on'"), "{}", out.sdl);
+
+    // CRLF in, CRLF out (no mixed line endings).
+    let out = sdl::inject(&base.replace('\n', "\r\n"), &opts("postgres")).unwrap();
+    assert!(
+        !out.sdl.replace("\r\n", "").contains('\n'),
+        "mixed line endings"
+    );
+
+    // What the provider can read is said.
+    assert!(
+        out.warnings.iter().any(|w| w.contains("provider")),
+        "{:?}",
+        out.warnings
+    );
+}
+
+#[test]
+fn sdl_check_and_inject_speak_json_and_warn_about_what_akash_accepts_but_will_not_work() {
+    let t = tempfile::tempdir().unwrap();
+    // Unparsable YAML still gives one JSON object.
+    let bad = t.path().join("bad.yaml");
+    std::fs::write(&bad, "services: [\n").unwrap();
+    let r = bin()
+        .args(["--json", "sdl", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(j["passes"], false);
+    assert!(j["errors"][0].as_str().unwrap().contains("YAML"), "{j}");
+    // count > 1 with a persistent volume, a read-only and a `/` mount: warnings, not errors.
+    let base = std::fs::read_to_string(snippets().join("postgres.yaml")).unwrap();
+    let odd = base
+        .replace("count: 1", "count: 2")
+        .replace("mount: /var/lib/postgresql/data", "mount: /")
+        .replace("readOnly: false", "readOnly: true");
+    let f = t.path().join("odd.yaml");
+    std::fs::write(&f, &odd).unwrap();
+    let r = bin()
+        .args(["--json", "sdl", "check"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(j["passes"], true, "{j}");
+    let w = j["warnings"].to_string();
+    assert!(
+        w.contains("count 2") && w.contains("read-only") && w.contains("mount /"),
+        "{w}"
+    );
+    // inject --json: the variables added and the warnings.
+    let r = bin()
+        .args(["--json", "sdl", "inject"])
+        .arg(snippets().join("postgres.yaml"))
+        .args(["--service", "postgres"])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(j["service"], "postgres");
+    assert!(
+        j["variables_added"]
+            .to_string()
+            .contains("LIFEBOAT_PASSWORD"),
+        "{j}"
+    );
+    assert!(j["warnings"].to_string().contains("provider"), "{j}");
+    assert!(j["sdl"].as_str().unwrap().contains("lifeboat"), "{j}");
+}
+
+/// Presets for the stateful images most deployed on Akash, each with the capture that suits it.
+#[test]
+fn presets_cover_the_common_stateful_images_with_their_capture() {
+    let base = std::fs::read_to_string(snippets().join("postgres.yaml")).unwrap();
+    for (image, args, env) in [
+        (
+            "mongo:7",
+            vec!["docker-entrypoint.sh", "mongod"],
+            "LIFEBOAT_PAUSE=true",
+        ),
+        (
+            "vaultwarden/server:1.32.0",
+            vec!["/start.sh"],
+            "LIFEBOAT_METHOD=sqlite",
+        ),
+        (
+            "docker.io/louislam/uptime-kuma:1",
+            vec!["/usr/bin/dumb-init", "--", "node", "server/server.js"],
+            "LIFEBOAT_METHOD=sqlite",
+        ),
+        (
+            "gogs/gogs:0.13",
+            vec![
+                "/app/gogs/docker/start.sh",
+                "/bin/s6-svscan",
+                "/app/gogs/docker/s6/",
+            ],
+            "LIFEBOAT_METHOD=sqlite",
+        ),
+        (
+            "n8nio/n8n",
+            vec!["tini", "--", "/docker-entrypoint.sh"],
+            "LIFEBOAT_METHOD=sqlite",
+        ),
+        (
+            "minio/minio:latest",
+            vec!["/usr/bin/docker-entrypoint.sh", "minio"],
+            "LIFEBOAT_PAUSE=true",
+        ),
+        (
+            "library/postgres:16",
+            vec!["docker-entrypoint.sh", "postgres"],
+            "LIFEBOAT_METHOD=postgres",
+        ),
+    ] {
+        let text = base.replace("image: postgres:16", &format!("image: {image}"));
+        let out = sdl::inject(&text, &opts("postgres")).unwrap_or_else(|e| panic!("{image}: {e}"));
+        assert_eq!(args_of(&out.sdl, "postgres"), args, "{image}");
+        assert!(
+            env_of(&out.sdl, "postgres").iter().any(|e| e == env),
+            "{image}"
+        );
+        assert!(sdl::check(&out.sdl).errors.is_empty(), "{image}");
+    }
+    // Only Docker Hub's: the same name on another registry has no preset.
+    let other = base.replace(
+        "image: postgres:16",
+        "image: ghcr.io/louislam/uptime-kuma:1",
+    );
+    assert!(
+        sdl::inject(&other, &opts("postgres"))
+            .unwrap_err()
+            .contains("--entrypoint")
+    );
 }

@@ -143,8 +143,9 @@ pub struct AgentArgs {
     /// Tag every snapshot (repeatable, or comma-separated in the variable).
     #[arg(long = "tag", env = "LIFEBOAT_TAGS", value_delimiter = ',')]
     pub tags: Vec<String>,
-    /// How the volume is captured: files, pause, dump or postgres (default: dump when
-    /// LIFEBOAT_DUMP_COMMAND is set, pause when LIFEBOAT_PAUSE is, else files).
+    /// How the volume is captured: files, pause, dump, postgres or sqlite (default: sqlite when
+    /// LIFEBOAT_SQLITE is set, dump when LIFEBOAT_DUMP_COMMAND is, pause when LIFEBOAT_PAUSE
+    /// is, else files).
     #[arg(long, env = "LIFEBOAT_METHOD")]
     pub method: Option<String>,
     /// postgres: PostgreSQL's archive_timeout, the longest a committed transaction waits to
@@ -155,9 +156,20 @@ pub struct AgentArgs {
     /// sidecar, a path in a volume both containers mount).
     #[arg(long, env = "LIFEBOAT_WAL_SOCKET")]
     pub wal_socket: Option<PathBuf>,
-    /// postgres: on a new lease, recover to this moment (RFC 3339) instead of the newest WAL.
+    /// postgres, sqlite: on a new lease, recover the database to this moment (RFC 3339)
+    /// instead of its newest replicated state.
     #[arg(long, env = "LIFEBOAT_RESTORE_TO_TIME")]
     pub restore_to_time: Option<String>,
+    /// sqlite: the databases to replicate (comma-separated paths inside the volume); empty:
+    /// every SQLite file found in the volume. Setting it implies LIFEBOAT_METHOD=sqlite.
+    #[arg(long = "sqlite", env = "LIFEBOAT_SQLITE", value_delimiter = ',')]
+    pub sqlite: Vec<PathBuf>,
+    /// sqlite: the longest a committed transaction waits to be shipped to the repository.
+    #[arg(long, env = "LIFEBOAT_SQLITE_SYNC_INTERVAL", default_value = "1s")]
+    pub sqlite_sync_interval: String,
+    /// sqlite: the log length (pages) at which lifeboat checkpoints the database.
+    #[arg(long, env = "LIFEBOAT_SQLITE_CHECKPOINT_PAGES", default_value = "1000")]
+    pub sqlite_checkpoint_pages: String,
 }
 
 impl AgentArgs {
@@ -394,7 +406,6 @@ impl AgentConfig {
                 a.dump_filename
             )));
         }
-        let capture = capture_settings(a, &path, &name)?;
         let mut labels = BTreeMap::new();
         for (var, label) in [
             ("AKASH_OWNER", "akash.owner"),
@@ -422,6 +433,7 @@ impl AgentConfig {
             // Staged packs are never part of the backup.
             excludes.push(staging_dir.to_string_lossy().into_owned());
         }
+        let capture = capture_settings(a, &path, &name, &staging_dir)?;
         Ok(AgentConfig {
             backup_retry_window: duration("LIFEBOAT_BACKUP_RETRY_WINDOW", &a.backup_retry_window)?,
             allow_live_database: a.allow_live_database,
@@ -519,6 +531,24 @@ impl AgentConfig {
                 "LIFEBOAT_RESTORE_TO_TIME".into(),
                 opt(&self.capture.postgres.restore_to_time),
             ),
+            (
+                "LIFEBOAT_SQLITE".into(),
+                self.capture
+                    .sqlite
+                    .databases
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "LIFEBOAT_SQLITE_SYNC_INTERVAL".into(),
+                secs(self.capture.sqlite.sync_interval),
+            ),
+            (
+                "LIFEBOAT_SQLITE_CHECKPOINT_PAGES".into(),
+                self.capture.sqlite.checkpoint_pages.to_string(),
+            ),
             ("LIFEBOAT_PAUSE".into(), self.pause.to_string()),
             (
                 "LIFEBOAT_RESTORE_TIMEOUT".into(),
@@ -593,11 +623,23 @@ impl AgentConfig {
 }
 
 /// The capture method: `LIFEBOAT_METHOD`, or what the older settings imply.
-fn capture_settings(a: &AgentArgs, path: &Path, name: &str) -> Result<crate::capture::Settings> {
+fn capture_settings(
+    a: &AgentArgs,
+    path: &Path,
+    name: &str,
+    staging: &Path,
+) -> Result<crate::capture::Settings> {
     use crate::capture::Method;
     let dump = a.dump_command.clone().filter(|s| !s.trim().is_empty());
+    let sqlite: Vec<PathBuf> = a
+        .sqlite
+        .iter()
+        .filter(|p| !p.as_os_str().is_empty())
+        .cloned()
+        .collect();
     let method = match a.method.as_deref().filter(|m| !m.trim().is_empty()) {
         Some(m) => Method::parse(m)?,
+        None if !sqlite.is_empty() => Method::Sqlite,
         None if dump.is_some() => Method::Dump,
         None if a.pause => Method::Pause,
         None => Method::Files,
@@ -619,11 +661,44 @@ fn capture_settings(a: &AgentArgs, path: &Path, name: &str) -> Result<crate::cap
             method.name()
         )));
     }
-    if a.restore_to_time.is_some() && method != Method::Postgres {
+    if a.restore_to_time.is_some() && !matches!(method, Method::Postgres | Method::Sqlite) {
         return Err(Error::invalid(
-            "LIFEBOAT_RESTORE_TO_TIME replays PostgreSQL's WAL: it needs LIFEBOAT_METHOD=postgres",
+            "LIFEBOAT_RESTORE_TO_TIME replays a database's log: it needs LIFEBOAT_METHOD=postgres or sqlite",
         ));
     }
+    if !sqlite.is_empty() && method != Method::Sqlite {
+        return Err(Error::invalid(format!(
+            "LIFEBOAT_SQLITE is set but LIFEBOAT_METHOD={}: unset one of them",
+            method.name()
+        )));
+    }
+    for p in &sqlite {
+        if !p.is_absolute() || !p.starts_with(path) || p == path {
+            return Err(Error::invalid(format!(
+                "LIFEBOAT_SQLITE: {} is not a file inside the volume {} (LIFEBOAT_PATH); give absolute paths of the databases in it",
+                p.display(),
+                path.display()
+            )));
+        }
+    }
+    let sync_interval = duration("LIFEBOAT_SQLITE_SYNC_INTERVAL", &a.sqlite_sync_interval)?;
+    if sync_interval.is_zero() {
+        return Err(Error::invalid(
+            "LIFEBOAT_SQLITE_SYNC_INTERVAL=0: give a duration such as 1s",
+        ));
+    }
+    let checkpoint_pages: u32 = a
+        .sqlite_checkpoint_pages
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "LIFEBOAT_SQLITE_CHECKPOINT_PAGES={:?} is not a positive number of pages (default 1000)",
+                a.sqlite_checkpoint_pages
+            ))
+        })?;
     let restore_to_time = a
         .restore_to_time
         .as_deref()
@@ -651,7 +726,17 @@ fn capture_settings(a: &AgentArgs, path: &Path, name: &str) -> Result<crate::cap
             archive_timeout: duration("LIFEBOAT_PG_ARCHIVE_TIMEOUT", &a.pg_archive_timeout)?,
             socket,
             exe,
+            restore_to_time: restore_to_time.clone(),
+        },
+        sqlite: crate::capture::sqlite::SqliteSettings {
+            volume: path.to_path_buf(),
+            name: name.to_string(),
+            databases: sqlite,
+            sync_interval,
+            checkpoint_pages,
+            staging: staging.to_path_buf(),
             restore_to_time,
+            skip: vec![path.join(MARKER_DIR)],
         },
     })
 }

@@ -239,7 +239,7 @@ pub fn attempt(
     ) {
         (None, None) => repo.latest(Some(&cfg.name), false)?,
         (Some(spec), _) => Some(repo.find_snapshot(spec, Some(&cfg.name))?),
-        (None, Some(t)) => Some(crate::wal::base_backup_before(repo, &cfg.name, t)?),
+        (None, Some(t)) => Some(capture.restore_point(repo, &cfg.name, t)?),
     };
     let Some((id, snap)) = found else {
         info!(name = %cfg.name, "no snapshot of this volume yet: first deployment, starting fresh");
@@ -343,7 +343,7 @@ fn restore_volume(
     }
     // The method's own additions (PostgreSQL's recovery settings) go into the staged copy, so
     // the volume never holds a restored database without them.
-    capture.after_restore(&staging, snap)?;
+    capture.after_restore(repo, &staging, snap)?;
     write_marker(
         &cfg.path,
         COMMITTING,

@@ -265,6 +265,7 @@ pub fn run(cfg: AgentConfig, access: RepoAccess, mode: Mode) -> Result<u8> {
     {
         watch_lease(&agent, l.status());
     }
+    start_streaming(&agent, &trigger_tx);
     match repo {
         Some(r) => {
             let _ = agent.repo.set(r);
@@ -275,12 +276,64 @@ pub fn run(cfg: AgentConfig, access: RepoAccess, mode: Mode) -> Result<u8> {
         }
     }
     let code = main_loop(&agent, mode, outcome, sig_rx, trigger_rx);
+    // After the final backup: the method's last sync, then nothing more is written.
+    agent.capture.stop();
     let lease = agent.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(l) = lease {
         // Bounded by the shutdown deadline (a stalled store must not hold the exit).
         shutdown::within_deadline("releasing the volume lease", move || l.release());
     }
     code
+}
+
+/// Starts the capture method's stream of changes between backups (SQLite replication), before
+/// the app starts, with the agent's repository, lease and backup trigger.
+fn start_streaming(
+    agent: &Arc<Agent>,
+    trigger: &Sender<Option<Sender<std::result::Result<Id, String>>>>,
+) {
+    let weak = Arc::downgrade(agent);
+    let _ = agent.state.method_metrics.set(Box::new(move || {
+        let Some(a) = weak.upgrade() else {
+            return String::new();
+        };
+        if let Ok(repo) = a.repo() {
+            *a.state.requests.lock().unwrap_or_else(|e| e.into_inner()) = repo.stats();
+        }
+        a.capture.metrics()
+    }));
+    let (w1, w2) = (Arc::downgrade(agent), Arc::downgrade(agent));
+    let trigger = trigger.clone();
+    agent.capture.start(crate::capture::StreamContext {
+        volume: agent.cfg.name.clone(),
+        repo: Arc::new(move || {
+            let a = w1
+                .upgrade()
+                .ok_or_else(|| Error::invalid("the agent is stopping"))?;
+            a.repo().cloned()
+        }),
+        allowed: Arc::new(move || {
+            let a = w2
+                .upgrade()
+                .ok_or_else(|| Error::invalid("the agent is stopping"))?;
+            match a
+                .lease
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(|l| l.lost())
+            {
+                Some(why) => Err(Error::invalid(format!(
+                    "volume lease lost ({why}): this instance replicates no more changes"
+                ))),
+                None => Ok(()),
+            }
+        }),
+        request_backup: Arc::new(move |why: &str| {
+            info!("backup requested: {why}");
+            let _ = trigger.send(None);
+        }),
+    });
 }
 
 // ---- volume lease loss (issue 14) ----

@@ -74,11 +74,18 @@ pub struct State {
     pub prune_bytes_deleted: AtomicU64,
     /// The volume lease was lost (taken over or not renewable): backups are off.
     pub lease_lost: AtomicBool,
+    /// The capture method's own metrics (SQLite replication), appended to the exposition; the
+    /// agent's closure also refreshes `requests` from the open repository.
+    #[allow(clippy::type_complexity)]
+    pub method_metrics: std::sync::OnceLock<Box<dyn Fn() -> String + Send + Sync>>,
 }
 
 impl State {
     /// Prometheus text exposition.
     pub fn metrics(&self, name: &str) -> String {
+        // First: it also refreshes the request counts (a streaming method stores between
+        // backups).
+        let method = self.method_metrics.get().map(|m| m()).unwrap_or_default();
         let mut o = String::new();
         let label = format!(
             "volume=\"{}\"",
@@ -235,6 +242,7 @@ impl State {
                 "lifeboat_repository_requests_total{{{label},kind=\"{kind}\"}} {v}"
             );
         }
+        o.push_str(&method);
         o
     }
 

@@ -5,22 +5,29 @@
 //! - `pause`: the files, with the app frozen (SIGSTOP) for the copy, up to a limit;
 //! - `dump`: the standard output of a command (`pg_dumpall`, `mysqldump`) as one file;
 //! - `postgres`: a hot base backup through PostgreSQL's backup API, plus a continuous stream of
-//!   WAL into the repository ([`postgres`], [`crate::wal`]).
+//!   WAL into the repository ([`postgres`], [`crate::wal`]);
+//! - `sqlite`: the files, with each SQLite database copied through SQLite's backup API and its
+//!   changes replicated every second between backups ([`sqlite`], [`crate::sqlitelog`]).
 //!
 //! A capture is begun for each backup ([`Capture::begin`]): it sets the backup's options
 //! (method, excludes, labels, late files) and returns the source plus what must happen once the
 //! copy is over (resume the app, end the database's backup session). Around restores a method may
 //! add to the staged volume ([`Capture::after_restore`]) and say when the app finished its own
-//! recovery ([`Capture::recovered`]).
+//! recovery ([`Capture::recovered`]). A method that streams changes between backups runs from
+//! [`Capture::start`] to [`Capture::stop`] and reports its own metrics.
 
 pub mod livedb;
 pub mod postgres;
+pub mod sqlite;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backup::{BackupOptions, Source};
 use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repository::Repository;
 use crate::repository::snapshot::Snapshot;
 
 /// The capture methods, by name.
@@ -34,6 +41,8 @@ pub enum Method {
     Dump,
     /// PostgreSQL base backups and WAL archiving.
     Postgres,
+    /// SQLite copies and continuous replication.
+    Sqlite,
 }
 
 impl Method {
@@ -44,8 +53,9 @@ impl Method {
             "pause" => Ok(Method::Pause),
             "dump" => Ok(Method::Dump),
             "postgres" => Ok(Method::Postgres),
+            "sqlite" => Ok(Method::Sqlite),
             other => Err(Error::invalid(format!(
-                "LIFEBOAT_METHOD={other:?} is not a capture method: use files, pause, dump or postgres"
+                "LIFEBOAT_METHOD={other:?} is not a capture method: use files, pause, dump, postgres or sqlite"
             ))),
         }
     }
@@ -57,6 +67,7 @@ impl Method {
             Method::Pause => "pause",
             Method::Dump => "dump",
             Method::Postgres => "postgres",
+            Method::Sqlite => "sqlite",
         }
     }
 }
@@ -124,15 +135,48 @@ pub trait Capture: Send + Sync {
     /// Begins one capture. Errors refuse this backup with a one-line reason.
     fn begin(&self, b: Begin<'_>) -> Result<Prepared>;
     /// After the gate restored `snapshot` into `staged` (what becomes the volume), before it is
-    /// moved into place: a method adds what its restore needs (PostgreSQL's recovery settings).
-    fn after_restore(&self, _staged: &Path, _snapshot: &Snapshot) -> Result<()> {
+    /// moved into place: a method adds what its restore needs (PostgreSQL's recovery settings,
+    /// SQLite's replicated changes). An error fails the restore; nothing is moved.
+    fn after_restore(
+        &self,
+        _repo: &Repository,
+        _staged: &Path,
+        _snapshot: &Snapshot,
+    ) -> Result<()> {
         Ok(())
+    }
+    /// The snapshot a point-in-time restore to `target` (RFC 3339) starts from.
+    fn restore_point(&self, repo: &Repository, name: &str, target: &str) -> Result<(Id, Snapshot)> {
+        crate::wal::base_backup_before(repo, name, target)
+    }
+    /// Begins streaming changes between backups (after the gate, before the app starts).
+    fn start(&self, _ctx: StreamContext) {}
+    /// Ends streaming: a last sync, then nothing more is written. Called once the app stopped.
+    fn stop(&self) {}
+    /// The method's own Prometheus metrics (text exposition format).
+    fn metrics(&self) -> String {
+        String::new()
     }
     /// Whether the restored app finished its own recovery; polled until true before the agent
     /// reports ready and takes backups.
     fn recovered(&self) -> Result<bool> {
         Ok(true)
     }
+}
+
+/// What a streaming method needs from the agent.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct StreamContext {
+    /// The volume's name in the repository.
+    pub volume: String,
+    /// The repository, once connected (an error until then).
+    pub repo: Arc<dyn Fn() -> Result<Arc<Repository>> + Send + Sync>,
+    /// Whether this instance may still write for the volume (its lease is held); an error
+    /// names why not.
+    pub allowed: Arc<dyn Fn() -> Result<()> + Send + Sync>,
+    /// Asks for a backup as soon as possible, saying why.
+    pub request_backup: Arc<dyn Fn(&str) + Send + Sync>,
 }
 
 /// Settings of the built-in methods.
@@ -150,6 +194,8 @@ pub struct Settings {
     pub skip: Vec<PathBuf>,
     /// PostgreSQL settings.
     pub postgres: postgres::PgSettings,
+    /// SQLite settings.
+    pub sqlite: sqlite::SqliteSettings,
 }
 
 /// The method named in `settings`.
@@ -167,6 +213,7 @@ pub fn choose(settings: &Settings) -> Box<dyn Capture> {
             Box::new(Dump { command, filename })
         }
         Method::Postgres => Box::new(postgres::Postgres::new(settings.postgres.clone())),
+        Method::Sqlite => Box::new(sqlite::Sqlite::new(settings.sqlite.clone())),
     }
 }
 
@@ -262,7 +309,7 @@ mod tests {
         let e = Method::parse("postgress").unwrap_err().to_string();
         assert!(
             e.contains("LIFEBOAT_METHOD=\"postgress\"")
-                && e.contains("files, pause, dump or postgres"),
+                && e.contains("files, pause, dump, postgres or sqlite"),
             "{e}"
         );
     }

@@ -229,7 +229,12 @@ impl Capture for Postgres {
         }
     }
 
-    fn after_restore(&self, staged: &Path, snapshot: &Snapshot) -> Result<()> {
+    fn after_restore(
+        &self,
+        _repo: &crate::repository::Repository,
+        staged: &Path,
+        snapshot: &Snapshot,
+    ) -> Result<()> {
         if snapshot.method != "postgres" {
             return Ok(());
         }

@@ -340,20 +340,32 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Sdl(SdlCommand::Check { file }) => {
             let text = read_sdl(&file)?;
-            let sdl = crate::sdl::rules::parse(&text, &file.display().to_string())
-                .map_err(Error::invalid)?;
-            let problems = crate::sdl::check(&sdl);
+            let r = crate::sdl::check(&text);
             if g.json {
-                println!("{}", json!({"file": file, "problems": problems}));
+                println!(
+                    "{}",
+                    json!({"file": file, "passes": r.errors.is_empty(), "errors": r.errors, "warnings": r.warnings})
+                );
             } else {
-                for p in &problems {
+                for p in &r.errors {
                     println!("{}: {p}", file.display());
                 }
-                if problems.is_empty() && !g.quiet {
-                    println!("{}: passes Akash's SDL rules", file.display());
+                for w in &r.warnings {
+                    println!("{}: warning: {w}", file.display());
+                }
+                if r.errors.is_empty() && !g.quiet {
+                    println!(
+                        "{}: passes Akash's SDL rules{}",
+                        file.display(),
+                        if r.warnings.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({} warning(s) above)", r.warnings.len())
+                        }
+                    );
                 }
             }
-            Ok(if problems.is_empty() { 0 } else { 1 })
+            Ok(if r.errors.is_empty() { 0 } else { 1 })
         }
         Command::Sdl(SdlCommand::Inject(a)) => {
             let text = read_sdl(&a.file)?;
@@ -368,8 +380,16 @@ pub fn run(cli: Cli) -> Result<u8> {
             };
             let opts = crate::sdl::InjectOptions {
                 service: a.service.clone(),
-                entrypoint: (!a.entrypoint.is_empty()).then(|| a.entrypoint.clone()),
-                cmd: (!a.cmd.is_empty()).then(|| a.cmd.clone()),
+                entrypoint: if a.no_entrypoint {
+                    Some(Vec::new())
+                } else {
+                    (!a.entrypoint.is_empty()).then(|| a.entrypoint.clone())
+                },
+                cmd: if a.no_cmd {
+                    Some(Vec::new())
+                } else {
+                    (!a.cmd.is_empty()).then(|| a.cmd.clone())
+                },
                 name: a.name.clone(),
                 // `-r/--repo` (or LIFEBOAT_REPOSITORY) is the repository here too, not ignored.
                 repo: a.repo_url.clone().or_else(|| g.repo.clone()),
@@ -380,21 +400,57 @@ pub fn run(cli: Cli) -> Result<u8> {
             };
             let out = crate::sdl::inject(&text, &opts)
                 .map_err(|e| Error::invalid(format!("{}: {e}", a.file.display())))?;
+            let mut warnings = out.warnings.clone();
             if !out.layout_kept {
-                eprintln!(
-                    "lifeboat: the file's layout was not plain block YAML: it was rewritten whole (comments dropped)"
+                warnings.insert(
+                    0,
+                    "the file's layout was not plain block YAML: it was rewritten whole (comments outside the service dropped)".into(),
                 );
             }
             match &a.output {
                 Some(p) => std::fs::write(p, &out.sdl)
                     .map_err(|e| Error::io(format!("cannot write {}", p.display()), e))?,
+                None if g.json => {}
                 None => print!("{}", out.sdl),
             }
             if let Some(df) = &out.dockerfile {
                 match &a.dockerfile {
                     Some(p) => std::fs::write(p, df)
                         .map_err(|e| Error::io(format!("cannot write {}", p.display()), e))?,
+                    None if g.json => {}
                     None => eprint!("{df}"),
+                }
+            }
+            if g.json {
+                println!(
+                    "{}",
+                    json!({
+                        "file": a.output,
+                        "sdl": if a.output.is_none() { Some(&out.sdl) } else { None },
+                        "dockerfile_file": a.dockerfile,
+                        "dockerfile": if a.dockerfile.is_none() { out.dockerfile.as_ref() } else { None },
+                        "service": a.service,
+                        "variables_added": out.added,
+                        "warnings": warnings,
+                    })
+                );
+            } else if !g.quiet {
+                if let Some(p) = &a.output {
+                    eprintln!(
+                        "lifeboat: wrote {} (service {:?} now runs under lifeboat; added {})",
+                        p.display(),
+                        a.service,
+                        out.added.join(", ")
+                    );
+                }
+                if let (Some(p), Some(_)) = (&a.dockerfile, &out.dockerfile) {
+                    eprintln!(
+                        "lifeboat: wrote {}: build and push the image it names, then deploy",
+                        p.display()
+                    );
+                }
+                for w in &warnings {
+                    eprintln!("lifeboat: warning: {w}");
                 }
             }
             Ok(0)
@@ -590,6 +646,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 );
                 return Ok(3);
             }
+            super::sqlite::replay(g, &repo, &snap, &a.target, None)?;
             Ok(0)
         }
         Command::Check(a) => {
@@ -619,6 +676,10 @@ pub fn run(cli: Cli) -> Result<u8> {
                     r.packs_read,
                     if r.wal_files > 0 {
                         format!(", {} archived WAL files", r.wal_files)
+                    } else {
+                        String::new()
+                    } + &if r.sqlite_objects > 0 {
+                        format!(", {} replicated SQLite log objects", r.sqlite_objects)
                     } else {
                         String::new()
                     }
@@ -873,6 +934,13 @@ fn print_prune(r: &crate::prune::PruneReport) {
             "{} {} archived WAL file(s) older than every kept PostgreSQL base backup",
             if r.dry_run { "would delete" } else { "deleted" },
             r.wal_files_deleted
+        );
+    }
+    if r.sqlite_objects_deleted > 0 {
+        println!(
+            "{} {} replicated SQLite change set(s) no kept snapshot can use",
+            if r.dry_run { "would delete" } else { "deleted" },
+            r.sqlite_objects_deleted
         );
     }
     if r.packs_young_kept > 0 {

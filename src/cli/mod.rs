@@ -9,6 +9,7 @@ mod commands;
 mod demo;
 mod password;
 mod settings;
+mod sqlite;
 mod wal;
 
 pub use password::read_file as read_secret_file;
@@ -165,6 +166,12 @@ struct SdlInjectArgs {
     /// The image's CMD, when the SDL has neither `command` nor `args` (repeat for each word).
     #[arg(long, allow_hyphen_values = true)]
     cmd: Vec<String>,
+    /// The image has no ENTRYPOINT (its CMD is the whole command line).
+    #[arg(long, conflicts_with = "entrypoint")]
+    no_entrypoint: bool,
+    /// The image has no CMD (its ENTRYPOINT is the whole command line).
+    #[arg(long, conflicts_with = "cmd")]
+    no_cmd: bool,
     /// Volume name (default: the service name).
     #[arg(long)]
     name: Option<String>,
@@ -298,6 +305,8 @@ struct RestoreArgs {
     /// newest readable snapshot instead of refusing (and say which one was restored).
     #[arg(long)]
     fallback: bool,
+    /// SQLite (a volume captured with the sqlite method): the newest snapshot from before this
+    /// moment (RFC 3339) for the files, its databases brought to this moment.
     /// PostgreSQL point-in-time restore (RFC 3339): restore the newest base backup of --name
     /// from before this moment and set the data directory up to replay archived WAL up to it
     /// when the server starts (which then needs LIFEBOAT_REPOSITORY and the password).

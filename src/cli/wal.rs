@@ -92,6 +92,9 @@ pub(super) fn restore_to_time(g: &Global, a: &RestoreArgs) -> Result<u8> {
     }
     let name = volume(&a.name)?;
     let repo = super::commands::open(g)?;
+    if super::sqlite::is_sqlite_volume(&repo, name)? {
+        return super::sqlite::restore_to_time(g, a, &repo, name);
+    }
     let (id, snap) = crate::wal::base_backup_before(&repo, name, &target)?;
     let mut opts = RestoreOptions::new(&a.target);
     opts.overwrite = a.overwrite;

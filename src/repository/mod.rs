@@ -17,6 +17,7 @@ pub mod verified;
 
 mod indexing;
 mod loader;
+mod sealed;
 mod snapshots;
 
 pub use indexing::IndexRepair;

@@ -1,12 +1,8 @@
-//! Akash SDL rules, checked before a deployment is sent (the provider rejects most of these only
-//! after the lease is paid for). Each problem names the service or profile and what to change.
-//!
-//! Rules: version "2.0" or "2.1"; every service has an image and `KEY=VALUE` env entries; every
-//! service is deployed with a compute profile that exists; storage entries have unique names and
-//! a size; `class` only with `persistent: true`; the `ram` class is never persistent; at most one
-//! persistent volume per service; every persistent volume is mounted and every mount names a
-//! declared volume; mount paths are absolute and unique; and a lifeboat control port
-//! (`LIFEBOAT_LISTEN`) is never exposed globally.
+//! lifeboat's SDL rules beside Akash's own ([`super::akash`]): one error (its control port,
+//! `LIFEBOAT_LISTEN`, never exposed globally) and warnings for what Akash accepts but will not
+//! do what was meant (placeholders left in, Akash's Go-parser-only storage rules, `count > 1`
+//! with a persistent volume, a read-only or `/` mount of it, env entries that are not
+//! `NAME=VALUE`). Also the SDL helpers `sdl inject` uses.
 
 use serde_yaml_ng::Value;
 
@@ -15,6 +11,7 @@ const CLASSES: &[&str] = &["beta1", "beta2", "beta3", "ram"];
 
 /// Parses SDL text, or says why it is not YAML.
 pub fn parse(text: &str, what: &str) -> Result<Value, String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let v: Value =
         serde_yaml_ng::from_str(text).map_err(|e| format!("{what} is not valid YAML: {e}"))?;
     if !v.is_mapping() {
@@ -100,52 +97,62 @@ pub(crate) fn storages(sdl: &Value, profile: &str) -> Vec<Storage> {
         .collect()
 }
 
-/// Every rule violation in `sdl`; empty when it passes.
-pub fn check(sdl: &Value) -> Vec<String> {
+/// lifeboat's own rule, an error: its control port (`LIFEBOAT_LISTEN`) is never exposed
+/// globally (anyone could trigger backups or read its status).
+pub fn lifeboat_errors(sdl: &Value) -> Vec<String> {
     let mut errs = Vec::new();
-    match get(sdl, "version").and_then(str_of).as_deref() {
-        Some("2.0") | Some("2.1") => {}
-        Some(v) => errs.push(format!("version {v:?}: use \"2.0\" or \"2.1\" (quoted)")),
-        None => errs.push("no version: add `version: \"2.0\"`".into()),
+    for (name, svc) in entries(get(sdl, "services")) {
+        let Some(port) = lifeboat_port(svc) else {
+            continue;
+        };
+        for e in get(svc, "expose")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            let p = get(e, "port").and_then(str_of);
+            let global = get(e, "to").and_then(Value::as_sequence).is_some_and(|to| {
+                to.iter()
+                    .any(|t| get(t, "global").is_some_and(|g| matches!(g, Value::Bool(true))))
+            });
+            if p.as_deref() == Some(port.as_str()) && global {
+                errs.push(format!(
+                    "services.{name}.expose: port {port} is lifeboat's control port (LIFEBOAT_LISTEN); never expose it globally"
+                ));
+            }
+        }
     }
-    let services = entries(get(sdl, "services"));
-    if services.is_empty() {
-        errs.push("no services: add a `services:` section".into());
+    errs
+}
+
+/// What Akash accepts but will likely not do what was meant: the rules of Akash's Go parser
+/// and providers that its JS validator does not check, and lifeboat's own advice. Printed as
+/// warnings; they never fail `sdl check`.
+pub fn warnings(sdl: &Value, text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(p) = placeholder(text) {
+        out.push(format!("{p} is a placeholder: fill it in before deploying"));
     }
     let compute = get(sdl, "profiles").and_then(|p| get(p, "compute"));
-    for (name, svc) in &services {
+    for (name, svc) in entries(get(sdl, "services")) {
         let at = format!("services.{name}");
-        if get(svc, "image")
-            .and_then(str_of)
-            .is_none_or(|i| i.trim().is_empty())
+        for e in get(svc, "env")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
         {
-            errs.push(format!("{at}: no image"));
-        }
-        match get(svc, "env") {
-            None => {}
-            Some(Value::Sequence(env)) => {
-                for e in env {
-                    match str_of(e) {
-                        Some(s) if valid_env(&s) => {}
-                        _ => errs.push(format!(
-                            "{at}.env: {:?} is not KEY=VALUE",
-                            serde_yaml_ng::to_string(e).unwrap_or_default().trim()
-                        )),
-                    }
-                }
+            if let Some(s) = str_of(e)
+                && !valid_env(&s)
+            {
+                out.push(format!(
+                    "{at}.env: {s:?} is not NAME=VALUE with a shell-safe name; the container may not see it as meant"
+                ));
             }
-            Some(_) => errs.push(format!("{at}.env: must be a list of KEY=VALUE strings")),
         }
-        let Some(profile) = profile_of(sdl, name) else {
-            errs.push(format!(
-                "{at}: not deployed: add deployment.{name}.<placement>.profile"
-            ));
+        let Some(profile) = profile_of(sdl, &name) else {
             continue;
         };
         if compute.and_then(|c| get(c, &profile)).is_none() {
-            errs.push(format!(
-                "deployment.{name}: compute profile {profile:?} is not in profiles.compute"
-            ));
             continue;
         }
         let vols = storages(sdl, &profile);
@@ -153,27 +160,18 @@ pub fn check(sdl: &Value) -> Vec<String> {
         let mut seen = std::collections::HashSet::new();
         for v in &vols {
             if !seen.insert(v.name.clone()) {
-                errs.push(format!("{pat}: volume name {:?} appears twice", v.name));
-            }
-            if v.size.is_none() {
-                errs.push(format!("{pat}: volume {:?} has no size", v.name));
+                out.push(format!("{pat}: volume name {:?} appears twice", v.name));
             }
             if let Some(c) = &v.class {
-                if !CLASSES.contains(&c.as_str()) {
-                    errs.push(format!(
-                        "{pat}: volume {:?} class {c:?}: use beta1, beta2, beta3 or ram",
-                        v.name
-                    ));
-                }
-                if c == "ram" && v.persistent {
-                    errs.push(format!(
-                        "{pat}: volume {:?}: class ram can never be persistent",
+                if !CLASSES.contains(&c.as_str()) && c != "default" {
+                    out.push(format!(
+                        "{pat}: volume {:?} class {c:?}: providers offer beta1, beta2, beta3 or ram (Akash's Go parser refuses others)",
                         v.name
                     ));
                 }
                 if c != "ram" && !v.persistent {
-                    errs.push(format!(
-                        "{pat}: volume {:?}: class is only allowed with persistent: true",
+                    out.push(format!(
+                        "{pat}: volume {:?}: a class without persistent: true is ignored (Akash's Go parser refuses it)",
                         v.name
                     ));
                 }
@@ -181,62 +179,53 @@ pub fn check(sdl: &Value) -> Vec<String> {
         }
         let persistent: Vec<&Storage> = vols.iter().filter(|v| v.persistent).collect();
         if persistent.len() > 1 {
-            errs.push(format!(
-                "{pat}: {} persistent volumes; Akash allows one per service",
+            out.push(format!(
+                "{pat}: {} persistent volumes; providers give a service one",
                 persistent.len()
             ));
         }
+        let count = get(sdl, "deployment")
+            .and_then(|d| get(d, &name))
+            .map(|d| {
+                entries(Some(d))
+                    .into_iter()
+                    .filter_map(|(_, e)| get(e, "count").and_then(Value::as_f64))
+                    .fold(0.0, f64::max)
+            })
+            .unwrap_or(0.0);
+        if count > 1.0 && !persistent.is_empty() {
+            out.push(format!(
+                "deployment.{name}: count {count} with a persistent volume: each replica gets a volume of its own, and they would share one lifeboat volume name"
+            ));
+        }
         let mounts = entries(get(svc, "params").and_then(|p| get(p, "storage")));
-        let mut paths = std::collections::HashSet::new();
         for (vol, m) in &mounts {
-            let Some(decl) = vols.iter().find(|v| &v.name == vol) else {
-                errs.push(format!(
-                    "{at}.params.storage.{vol}: no volume of that name in {pat}"
-                ));
+            let persistent = vols.iter().any(|v| &v.name == vol && v.persistent);
+            if !persistent {
                 continue;
-            };
-            match get(m, "mount").and_then(str_of) {
-                Some(p) if p.starts_with('/') && !paths.insert(p.clone()) => {
-                    errs.push(format!("{at}.params.storage: mount path {p} is used twice"));
-                }
-                Some(p) if p.starts_with('/') => {}
-                Some(p) => errs.push(format!(
-                    "{at}.params.storage.{vol}.mount: {p:?} must be an absolute path"
-                )),
-                None if decl.persistent || decl.class.as_deref() == Some("ram") => {
-                    errs.push(format!("{at}.params.storage.{vol}: no mount path"))
-                }
-                None => {}
             }
-        }
-        for v in persistent {
-            if !mounts.iter().any(|(n, _)| n == &v.name) {
-                errs.push(format!(
-                    "{at}: persistent volume {:?} is never mounted: add params.storage.{}.mount",
-                    v.name, v.name
+            if get(m, "readOnly").is_some_and(|r| matches!(r, Value::Bool(true))) {
+                out.push(format!(
+                    "{at}.params.storage.{vol}: the persistent volume is mounted read-only: the app cannot write it (nor can lifeboat restore into it)"
                 ));
             }
-        }
-        if let Some(port) = lifeboat_port(svc) {
-            for e in get(svc, "expose")
-                .and_then(Value::as_sequence)
-                .into_iter()
-                .flatten()
-            {
-                let p = get(e, "port").and_then(str_of);
-                let global = get(e, "to").and_then(Value::as_sequence).is_some_and(|to| {
-                    to.iter()
-                        .any(|t| get(t, "global").is_some_and(|g| matches!(g, Value::Bool(true))))
-                });
-                if p.as_deref() == Some(port.as_str()) && global {
-                    errs.push(format!(
-                        "{at}.expose: port {port} is lifeboat's control port (LIFEBOAT_LISTEN); never expose it globally"
-                    ));
-                }
+            if get(m, "mount").and_then(str_of).as_deref() == Some("/") {
+                out.push(format!(
+                    "{at}.params.storage.{vol}: mount / hides the image's whole file system"
+                ));
             }
         }
     }
-    errs
+    out
+}
+
+/// The first `<...>` placeholder in the text, if any.
+pub fn placeholder(text: &str) -> Option<String> {
+    let start = text.find('<')?;
+    let end = text[start..].find('>')? + start;
+    let inner = &text[start + 1..end];
+    (!inner.is_empty() && !inner.contains('\n') && inner.len() < 80)
+        .then(|| text[start..=end].to_string())
 }
 
 fn valid_env(s: &str) -> bool {

@@ -25,9 +25,6 @@
 pub mod socket;
 pub mod upkeep;
 
-use std::io::Read;
-
-use crate::backend::{PutMode, PutOutcome};
 use crate::crypto::Kind;
 use crate::error::{Error, Result};
 use crate::repository::Repository;
@@ -193,21 +190,9 @@ impl<'a> WalArchive<'a> {
     /// different bytes under an archived name fail (the archive is never overwritten).
     pub fn push(&self, name: &str, bytes: &[u8]) -> Result<Pushed> {
         let key = self.key(name)?;
-        let compressed =
-            zstd::bulk::compress(bytes, 3).map_err(|e| Error::io("compressing WAL", e))?;
-        let sealed = self
-            .repo
-            .key()
-            .sealer(Kind::Wal)
-            .seal(key.as_bytes(), &compressed);
-        let n = sealed.len() as u64;
-        match self.repo.backend().put(
-            &key,
-            crate::backend::Payload::Bytes(&sealed),
-            PutMode::IfAbsent,
-        )? {
-            PutOutcome::Written => Ok(Pushed::Stored(n)),
-            PutOutcome::AlreadyExists => match self.fetch(name)? {
+        match self.repo.put_sealed(Kind::Wal, &key, bytes)? {
+            Some(n) => Ok(Pushed::Stored(n)),
+            None => match self.fetch(name)? {
                 Fetched::Found(old) if old == bytes => Ok(Pushed::AlreadyThere),
                 Fetched::Found(_) => Err(Error::invalid(format!(
                     "WAL file {name} is already archived with different contents ({key}); two servers are archiving into volume's WAL, or this server was restored without recovery: refusing to overwrite"
@@ -225,21 +210,11 @@ impl<'a> WalArchive<'a> {
     /// would end recovery early on it).
     pub fn fetch(&self, name: &str) -> Result<Fetched> {
         let key = self.key(name)?;
-        let sealed = match self.repo.backend().get(&key, MAX_WAL) {
-            Ok(b) => b,
-            Err(Error::NotFound { .. }) => return Ok(Fetched::NotFound),
-            Err(e) => return Err(e),
-        };
-        let plain = self
-            .repo
-            .key()
-            .sealer(Kind::Wal)
-            .open(key.as_bytes(), &sealed, &|| key.clone())?;
-        let mut out = Vec::new();
-        zstd::stream::read::Decoder::new(&plain[..])
-            .and_then(|d| d.take(MAX_WAL).read_to_end(&mut out))
-            .map_err(|e| Error::corrupt(key.clone(), format!("cannot decompress: {e}")))?;
-        Ok(Fetched::Found(out))
+        match self.repo.get_sealed(Kind::Wal, &key, MAX_WAL) {
+            Ok(b) => Ok(Fetched::Found(b)),
+            Err(Error::NotFound { .. }) => Ok(Fetched::NotFound),
+            Err(e) => Err(e),
+        }
     }
 
     /// Like [`fetch`](Self::fetch), but a segment missing while a later segment of the same
