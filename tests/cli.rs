@@ -234,12 +234,30 @@ fn json_outputs_parse_and_agree() {
     assert_eq!(s[0]["name"], "vol");
     assert_eq!(s[0]["tags"][0], "nightly");
     assert_eq!(s[0]["labels"]["akash.dseq"], "42");
+    // `snapshots` and `ls` read LIFEBOAT_NAME like backup and restore do.
+    let other = lifeboat(&repo)
+        .env("LIFEBOAT_NAME", "other")
+        .args(["snapshots", "--json"])
+        .output()
+        .unwrap();
+    let other: serde_json::Value = serde_json::from_slice(&other.stdout).unwrap();
+    assert_eq!(other.as_array().unwrap().len(), 0, "{other}");
+    let named = lifeboat(&repo)
+        .env("LIFEBOAT_NAME", "vol")
+        .args(["ls", "latest", "--json"])
+        .output()
+        .unwrap();
+    assert!(named.status.success(), "{}", stderr(&named));
     let ls = lifeboat(&repo)
         .args(["ls", "latest", "/src/a", "--json"])
         .output()
         .unwrap();
-    let ls: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
-    assert_eq!(ls.as_array().unwrap().len(), 2);
+    // JSON lines: one object per entry.
+    let ls: Vec<serde_json::Value> = String::from_utf8_lossy(&ls.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ls.len(), 2);
     assert_eq!(ls[1]["path"], "/src/a/b.txt");
     let t = tmp.path().join("t");
     let r = lifeboat(&repo)

@@ -388,8 +388,8 @@ fn postgres_survives_kills_and_restores_to_a_point_in_time() {
                 log.lines()
                     .rev()
                     .find(|l| l.contains(needle))
-                    .and_then(|l| l.split("seconds=\"").nth(1))
-                    .and_then(|v| v.split('"').next())
+                    .and_then(|l| l.split("seconds=").nth(1))
+                    .and_then(|v| v.trim_start_matches('"').split(['"', ' ']).next())
                     .unwrap_or("?")
                     .to_string()
             };

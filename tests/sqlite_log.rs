@@ -200,6 +200,8 @@ fn a_damaged_log_fails_loudly_and_prune_keeps_what_restores() {
         l2.contains("SQLite database restored to its newest replicated state"),
         "{l2}"
     );
+    // The gate narrates its restore (issue 20): what it restores, before it starts.
+    assert!(l2.contains("restoring snapshot"), "{l2}");
     let out = restore(base, "ok");
     assert!(out.status.success(), "{}", text(&out));
     let n = rows(&base.join("ok").join(DB));

@@ -320,7 +320,19 @@ fn restore_volume(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(format!("cannot remove {}", staging.display()), e)),
     }
-    let opts = RestoreOptions::new(&staging);
+    let mut opts = RestoreOptions::new(&staging);
+    // Narrated: a restore over the internet can take minutes, exactly when the owner watches
+    // the container log (progress lines every 10 s and at each quarter).
+    opts.progress = crate::progress::ProgressMode::Auto;
+    info!(
+        snapshot = %id.short(),
+        files = snap.summary.total_files,
+        bytes = snap.summary.total_bytes,
+        "restoring snapshot {} ({} files, {}) onto the empty volume",
+        id.short(),
+        snap.summary.total_files,
+        crate::format::bytes(snap.summary.total_bytes)
+    );
     let out = restore::restore(repo, snap, &opts)?;
     if !out.errors.is_empty() {
         return Err(Error::corrupt(
@@ -355,7 +367,7 @@ fn restore_volume(
         snapshot = %id.short(),
         files = out.files,
         bytes = out.bytes,
-        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+        seconds = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
         "volume restored"
     );
     Ok(GateOutcome::Restored {

@@ -789,7 +789,7 @@ fn wait_for_recovery(agent: &Arc<Agent>, restored: bool) {
     agent.state.recovering.store(false, Relaxed);
     agent.state.ready.store(true, Relaxed);
     info!(
-        seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+        seconds = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         "PostgreSQL is up and out of recovery: ready"
     );
     if restored || agent.cfg.backup_on_start {

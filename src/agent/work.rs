@@ -94,7 +94,7 @@ pub(super) fn run_backup(agent: &Agent, reason: Reason) -> Result<Id> {
                 files = s.total_files,
                 bytes_read = s.bytes_read,
                 bytes_added = s.bytes_added,
-                seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+                seconds = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
                 warnings = out.warnings.len(),
                 "backup done"
             );

@@ -265,7 +265,10 @@ fn run(
     let listing = repo.backend().list("data/")?;
     repo.cache_retain("data/", &listing);
     let adopted = adopt_orphan_packs(repo, &mut index, &listing);
-    let parent = find_parent(repo, &index, opts)?;
+    let (parent, estimate) = match find_parent(repo, &index, opts)? {
+        Some((id, tree, racy, est)) => (Some((id, tree, racy)), Some(est)),
+        None => (None, None),
+    };
     let vouch = vouch::Vouch::new(repo, &index, &listing);
 
     let shared = Shared {
@@ -275,7 +278,12 @@ fn run(
         abort: AtomicBool::new(false),
         error: Mutex::new(None),
         warnings: Mutex::new(Vec::new()),
-        progress: Arc::new(Counters::default()),
+        // While the walk runs, the percentage is of the parent snapshot's size (an estimate);
+        // once the walk is over, of the real totals.
+        progress: Arc::new(match estimate {
+            Some(bytes) => Counters::with_estimate(bytes),
+            None => Counters::default(),
+        }),
         data_blobs: AtomicU64::new(0),
         tree_blobs: AtomicU64::new(0),
         bytes_added: AtomicU64::new(0),
@@ -371,6 +379,7 @@ fn run(
                     }
                 }
                 walker.send_jobs();
+                walker.shared.progress.totals_final();
                 walk_stats = walker.stats;
                 asm = walker.asm;
                 // The rest of the walker (its job sender) is dropped: the job queue closes.
@@ -579,13 +588,14 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
-/// The parent snapshot, its root tree, and the time before which a file's mtime must lie for
-/// the parent's copy of it to be trusted (see `Walker::unchanged`).
+/// The parent snapshot, its root tree, the time before which a file's mtime must lie for the
+/// parent's copy of it to be trusted (see `Walker::unchanged`), and its size in bytes: the
+/// progress estimate while the walk runs.
 fn find_parent(
     repo: &Repository,
     index: &Index,
     opts: &BackupOptions,
-) -> Result<Option<(Id, Tree, i64)>> {
+) -> Result<Option<(Id, Tree, i64, u64)>> {
     if opts.force {
         return Ok(None);
     }
@@ -602,7 +612,7 @@ fn find_parent(
     // granularity, so a write after the parent read a file always changes its mtime.
     let racy_before = s.time.timestamp_nanos_opt().unwrap_or(i64::MAX) - 2_000_000_000;
     match TreeLoader::new(repo, index).load(&s.tree) {
-        Ok(t) => Ok(Some((id, t, racy_before))),
+        Ok(t) => Ok(Some((id, t, racy_before, s.summary.total_bytes))),
         Err(e) => {
             tracing::warn!(
                 "parent snapshot {} unusable, reading all files: {e}",

@@ -195,7 +195,11 @@ pub fn run(cli: Cli) -> Result<u8> {
             let (_, snap) = repo.find_snapshot(&a.snapshot, a.name.as_deref())?;
             let entries = crate::ls::list(&repo, &snap, a.path.as_deref().unwrap_or(""))?;
             if g.json {
-                println!("{}", serde_json::to_string(&entries).expect("serializes"));
+                // One JSON object per line, as restic prints it: a consumer reads a listing of
+                // millions of entries as it comes.
+                for e in &entries {
+                    println!("{}", serde_json::to_string(e).expect("serializes"));
+                }
             } else {
                 for e in entries {
                     if a.long {
@@ -889,10 +893,10 @@ fn prune_options(o: &PruneOpts, dry_run: bool) -> Result<crate::prune::PruneOpti
 }
 
 fn print_prune(r: &crate::prune::PruneReport) {
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let mib = crate::format::bytes;
     let would = if r.dry_run { "would " } else { "" };
     println!(
-        "repository: {} pack(s), {:.1} MiB, {:.1} MiB of it used by snapshots",
+        "repository: {} pack(s), {}, {} of it used by snapshots",
         r.packs_total,
         mib(r.bytes_total),
         mib(r.bytes_used)
@@ -905,7 +909,7 @@ fn print_prune(r: &crate::prune::PruneReport) {
     }
     if r.marks_swept > 0 {
         println!(
-            "{} {} pack(s) ({:.1} MiB) marked earlier; {} kept because a newer snapshot needs them",
+            "{} {} pack(s) ({}) marked earlier; {} kept because a newer snapshot needs them",
             if r.dry_run { "would delete" } else { "deleted" },
             r.packs_deleted,
             mib(r.bytes_deleted),
@@ -921,7 +925,7 @@ fn print_prune(r: &crate::prune::PruneReport) {
         );
     }
     println!(
-        "{} {} pack(s) ({:.1} MiB) for deletion after the grace period, {} of them repacked ({} blob(s), {:.1} MiB written)",
+        "{} {} pack(s) ({}) for deletion after the grace period, {} of them repacked ({} blob(s), {} written)",
         if r.dry_run { "would mark" } else { "marked" },
         r.packs_marked,
         mib(r.bytes_marked),
@@ -945,7 +949,7 @@ fn print_prune(r: &crate::prune::PruneReport) {
     }
     if r.packs_young_kept > 0 {
         println!(
-            "left {} partly used pack(s) younger than 30 days alone ({:.1} MiB unused; --repack-young to include them)",
+            "left {} partly used pack(s) younger than 30 days alone ({} unused; --repack-young to include them)",
             r.packs_young_kept,
             mib(r.bytes_young_unused)
         );

@@ -101,8 +101,19 @@ pub fn run(dir: &Path) -> Result<u8> {
         "6. check --read-data: {} snapshots, {} packs verified, no errors",
         report.snapshots, report.packs_read
     );
+    // The commands as this user will type them: through cargo when the demo ran from a build
+    // tree, `lifeboat` when it is installed.
+    let from_cargo = std::env::var_os("CARGO").is_some()
+        || std::env::current_exe()
+            .ok()
+            .is_some_and(|p| p.components().any(|c| c.as_os_str() == "target"));
+    let cmd = if from_cargo {
+        "cargo run --release --"
+    } else {
+        "lifeboat"
+    };
     println!(
-        "\nTry it yourself:\n  export LIFEBOAT_REPOSITORY={} LIFEBOAT_PASSWORD={PASSWORD}\n  cargo run --release -- snapshots\n  cargo run --release -- ls latest",
+        "\nTry it yourself:\n  export LIFEBOAT_REPOSITORY={} LIFEBOAT_PASSWORD={PASSWORD}\n  {cmd} snapshots\n  {cmd} ls latest",
         repo_dir.display()
     );
     Ok(0)

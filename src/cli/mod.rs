@@ -258,7 +258,7 @@ struct BackupArgs {
 #[derive(Args, Debug)]
 struct SnapshotsArgs {
     /// Only snapshots of this volume name.
-    #[arg(long)]
+    #[arg(long, env = "LIFEBOAT_NAME")]
     name: Option<String>,
 }
 
@@ -269,7 +269,7 @@ struct LsArgs {
     /// Only this path and what is below it.
     path: Option<String>,
     /// With `latest`: the latest of this volume name.
-    #[arg(long)]
+    #[arg(long, env = "LIFEBOAT_NAME")]
     name: Option<String>,
     /// Long listing: type, mode, size, mtime.
     #[arg(short, long)]

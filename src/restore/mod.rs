@@ -90,7 +90,14 @@ pub fn restore(
     check_target(&opts.target, opts.overwrite)?;
     fs::create_dir_all(&opts.target)
         .ctx(|| format!("cannot create restore target {}", opts.target.display()))?;
-    let counters = Arc::new(Counters::default());
+    // A whole restore knows its totals from the snapshot's summary (batches are planned as
+    // the walk goes, so counting them would make the totals grow under the bar).
+    let s = &snapshot.summary;
+    let counters = Arc::new(if opts.include.is_empty() && s.total_files > 0 {
+        Counters::with_totals(s.total_files, s.total_bytes)
+    } else {
+        Counters::default()
+    });
     let reporter = Reporter::start(opts.progress, "restore", counters.clone());
     let mut planner = Planner {
         trees: &trees,

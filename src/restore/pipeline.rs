@@ -89,8 +89,7 @@ impl Pipeline<'_> {
         // Map every needed blob to its destinations, grouped by pack.
         let mut by_pack: HashMap<u32, PackBlobs> = HashMap::new();
         for (fi, f) in files.iter().enumerate() {
-            counters.files_total.fetch_add(1, Relaxed);
-            counters.bytes_total.fetch_add(f.node.size, Relaxed);
+            counters.found(f.node.size);
             let mut offset = 0u64;
             let mut writes = 0usize;
             for id in &f.node.content {
