@@ -10,10 +10,12 @@
 pub mod agent;
 pub mod backend;
 pub mod backup;
+pub mod browse;
 pub mod capture;
 pub mod check;
 pub mod chunker;
 pub mod cli;
+pub mod copy;
 pub mod crypto;
 pub mod error;
 pub mod forget;
@@ -30,6 +32,7 @@ pub mod restore;
 pub mod sdl;
 pub mod sqlitelog;
 pub mod sysinfo;
+pub mod tag;
 pub mod wal;
 
 pub use error::{Error, Result};

@@ -60,7 +60,8 @@ pub fn list(repo: &Repository, snapshot: &Snapshot, prefix: &str) -> Result<Vec<
     Ok(out)
 }
 
-fn entry(path: &str, n: &Node) -> Entry {
+/// The listed form of a node at `path`.
+pub fn entry(path: &str, n: &Node) -> Entry {
     Entry {
         path: path.to_string(),
         kind: n.kind,

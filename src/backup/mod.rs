@@ -10,13 +10,13 @@
 //! then the snapshot: a run that dies early leaves only packs, which the next run adopts.
 
 mod assemble;
-mod heartbeat;
+pub(crate) mod heartbeat;
 mod late;
 mod packer;
 mod sources;
 mod stages;
 mod treebuild;
-mod vouch;
+pub(crate) mod vouch;
 mod walk;
 
 use std::collections::{BTreeMap, HashSet};
@@ -516,6 +516,7 @@ fn run(
         future_dated: false,
         stored_at: None,
         lease: opts.fence.as_ref().map(|f| (f.0)()).transpose()?,
+        original: None,
     };
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome {

@@ -32,7 +32,12 @@ pub fn run(cli: Cli) -> Result<u8> {
                 .map(parse_chunk_sizes)
                 .transpose()?;
             let backend = backend::open(repo_location(g)?)?;
-            let pw = password::repository(g.password_file.as_deref(), true)?;
+            let pw = password::repository(
+                g.password_file.as_deref(),
+                g.password_command.as_deref(),
+                "LIFEBOAT_PASSWORD",
+                true,
+            )?;
             let opts = InitOptions {
                 pack_size: a
                     .pack_size_mib
@@ -577,7 +582,12 @@ pub fn run(cli: Cli) -> Result<u8> {
                 println!("{k}={v}");
             }
             let backend = backend::open(&location)?;
-            let pw = password::repository(g.password_file.as_deref(), false)?;
+            let pw = password::repository(
+                g.password_file.as_deref(),
+                g.password_command.as_deref(),
+                "LIFEBOAT_PASSWORD",
+                false,
+            )?;
             match Repository::open(backend, &pw) {
                 Ok(repo) => {
                     let n = repo
@@ -745,6 +755,12 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Demo(a) => super::demo::run(&a.dir),
+        Command::Diff(a) => super::browse::diff(g, &a),
+        Command::Find(a) => super::browse::find(g, &a),
+        Command::Stats(a) => super::browse::stats(g, &a),
+        Command::Dump(a) => super::browse::dump(g, &a),
+        Command::Tag(a) => super::browse::tag(g, &a),
+        Command::Copy(a) => super::browse::copy(g, &a),
     }
 }
 
@@ -794,7 +810,12 @@ fn key_command(g: &Global, k: KeyCommand) -> Result<u8> {
 fn agent_access(g: &Global) -> Result<RepoAccess> {
     Ok(RepoAccess {
         location: repo_location(g)?.to_string(),
-        password: password::repository(g.password_file.as_deref(), false)?,
+        password: password::repository(
+            g.password_file.as_deref(),
+            g.password_command.as_deref(),
+            "LIFEBOAT_PASSWORD",
+            false,
+        )?,
         cache: !g.no_cache,
     })
 }
@@ -822,7 +843,12 @@ pub(super) fn open(g: &Global) -> Result<Repository> {
 /// For `check`: everything is read from the repository itself, never from the local cache.
 fn open_uncached(g: &Global) -> Result<Repository> {
     let backend = backend::open(repo_location(g)?)?;
-    let pw = password::repository(g.password_file.as_deref(), false)?;
+    let pw = password::repository(
+        g.password_file.as_deref(),
+        g.password_command.as_deref(),
+        "LIFEBOAT_PASSWORD",
+        false,
+    )?;
     Repository::open(backend, &pw)
 }
 

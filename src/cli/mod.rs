@@ -5,6 +5,7 @@
 //! Exit codes: 0 success; 1 error; 2 usage error; 3 backup written but some files unreadable, or
 //! restore finished with some files missing; 10 no repository at the location; 12 wrong password.
 
+mod browse;
 mod commands;
 mod demo;
 mod password;
@@ -48,6 +49,14 @@ pub struct Global {
     /// Read the password from this file.
     #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
+    /// Run this shell command and read the password from its output (a secret manager).
+    #[arg(
+        long,
+        env = "LIFEBOAT_PASSWORD_COMMAND",
+        global = true,
+        conflicts_with = "password_file"
+    )]
+    password_command: Option<String>,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
@@ -73,6 +82,19 @@ enum Command {
     Snapshots(SnapshotsArgs),
     /// List files in a snapshot.
     Ls(LsArgs),
+    /// Show what changed between two snapshots (+ added, - removed, M modified, U metadata,
+    /// T type).
+    Diff(browse::DiffArgs),
+    /// Find which snapshots hold files matching a name or path glob.
+    Find(browse::FindArgs),
+    /// Restore size, deduplicated and stored size, per volume.
+    Stats(browse::StatsArgs),
+    /// Write one file, or a directory as tar, from a snapshot to stdout.
+    Dump(browse::DumpArgs),
+    /// Add, remove or set snapshot tags.
+    Tag(browse::TagArgs),
+    /// Copy snapshots to a second repository (another provider, off-site).
+    Copy(browse::CopyArgs),
     /// Restore a snapshot into a directory.
     Restore(RestoreArgs),
     /// Verify the repository's structure, and optionally its data.

@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use crate::id::Id;
 use crate::repository::snapshot::Snapshot;
 
-/// When a snapshot became visible: the later of its own time and the store's write time.
+/// When a snapshot became visible (a tagged or copied one: when its original did).
 fn committed(s: &Snapshot) -> DateTime<Utc> {
-    s.stored_at.map_or(s.time, |t| t.max(s.time))
+    s.committed()
 }
 
 /// The snapshots that are forks: taken under lease generation `g` and committed
@@ -75,6 +75,7 @@ mod tests {
             }),
             future_dated: false,
             stored_at: None,
+            original: None,
         }
     }
 
@@ -93,6 +94,19 @@ mod tests {
         late.stored_at = DateTime::<Utc>::from_timestamp(260, 0);
         let late = (Id::of_bytes(b"late"), late);
         assert!(superseded(&[late.clone(), b.clone()]).contains(&late.0));
+        // Re-tagged (rewritten) after the newer generation began, an honest snapshot of the
+        // older one keeps its original commit time and is not a fork; the fork stays one.
+        let (aid, a_snap) = &a;
+        let mut retagged = a_snap.clone();
+        retagged.stored_at = DateTime::<Utc>::from_timestamp(500, 0);
+        retagged.original = Some(a_snap.original_of(*aid));
+        let retagged = (Id::of_bytes(b"retagged"), retagged);
+        let (fid, f_snap) = &fork;
+        let mut fork_copy = f_snap.clone();
+        fork_copy.original = Some(f_snap.original_of(*fid));
+        let fork_copy = (Id::of_bytes(b"forkcopy"), fork_copy);
+        let s = superseded(&[retagged.clone(), b.clone(), fork_copy.clone()]);
+        assert_eq!(s, HashSet::from([fork_copy.0]));
         // Without a newer generation's snapshot nothing is superseded.
         assert!(superseded(&[a, fork.clone()]).is_empty());
         // Another volume's generations say nothing about this one.

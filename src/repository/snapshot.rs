@@ -47,6 +47,11 @@ pub struct Snapshot {
     /// FORMAT.md 12a). `None` for CLI backups and older versions: those sort by time as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<LeaseStamp>,
+    /// Set on a snapshot rewritten by `tag` or written by `copy` (FORMAT.md 12d): the snapshot
+    /// it stands for, and when that one was committed, so the rewrite is neither taken for a
+    /// fork of an older lease nor copied twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Original>,
     /// Set when loaded, never stored: the snapshot's `time` is more than [`FUTURE_TOLERANCE`]
     /// ahead of when the store says its object was written (or of this machine's clock when the
     /// store gives no time). Such a snapshot is listed with a flag but never becomes `latest` and
@@ -72,6 +77,34 @@ pub struct LeaseStamp {
     pub generation: u64,
     /// When that generation took the volume.
     pub since: DateTime<Utc>,
+}
+
+/// The snapshot a rewritten or copied snapshot stands for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Original {
+    /// Its id in the repository that first stored it (a rewrite of a rewrite keeps the first).
+    pub id: Id,
+    /// When it became visible there: the later of its time and its store write time.
+    pub committed: DateTime<Utc>,
+}
+
+impl Snapshot {
+    /// When this snapshot's content became visible: for a rewrite or copy, when the original
+    /// did; else the later of its own time and the store's write time.
+    pub fn committed(&self) -> DateTime<Utc> {
+        match &self.original {
+            Some(o) => o.committed,
+            None => self.stored_at.map_or(self.time, |t| t.max(self.time)),
+        }
+    }
+
+    /// What a rewrite or copy of this snapshot (id `id`) records as its original.
+    pub fn original_of(&self, id: Id) -> Original {
+        self.original.unwrap_or(Original {
+            id,
+            committed: self.committed(),
+        })
+    }
 }
 
 /// How far a snapshot's own time may run ahead of the store's write time. SigV4 already refuses
