@@ -27,17 +27,36 @@ pub enum ReadData {
     Fraction(f64),
     /// Part `n` of `t` (1-based), by pack id, so `1/7` … `7/7` over a week covers everything.
     Part(u32, u32),
+    /// Packs chosen at random until they hold at least this many bytes (`5G`: a download budget
+    /// a day rather than a share of a repository that grows).
+    Bytes(u64),
 }
 
 impl std::str::FromStr for ReadData {
     type Err = Error;
-    /// Parses `N%` or `n/t`.
+    /// Parses `N%`, `n/t` or a size (`500M`, `5G`: K, M, G, T are powers of 1024).
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::invalid(format!(
-                "--read-data-subset {s:?}: give a percentage like 10% or a part like 1/5"
+                "--read-data-subset {s:?}: give a percentage like 10%, a part like 1/5 or a size like 5G"
             ))
         };
+        let t = s.trim();
+        let unit = t.trim_end_matches(['B', 'b']).trim_end_matches(['i']);
+        if let Some(last) = unit.chars().last().filter(|c| c.is_ascii_alphabetic()) {
+            let shift = match last.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(bad()),
+            };
+            let v: f64 = unit[..unit.len() - 1].trim().parse().map_err(|_| bad())?;
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(bad());
+            }
+            return Ok(ReadData::Bytes((v * (1u64 << shift) as f64) as u64));
+        }
         if let Some(p) = s.strip_suffix('%') {
             let v: f64 = p.trim().parse().map_err(|_| bad())?;
             if !(0.0..=100.0).contains(&v) {
@@ -256,12 +275,16 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
 
     // Full reads.
     let mut to_read: Vec<Id> = match read_data {
-        ReadData::Fraction(f) => fraction_of_bytes(&header_ok, &sizes, f),
+        ReadData::Fraction(f) => {
+            let total: u64 = header_ok.iter().map(|id| sizes[id]).sum();
+            random_packs(&header_ok, &sizes, (total as f64 * f).ceil() as u64)
+        }
+        ReadData::Bytes(b) => random_packs(&header_ok, &sizes, b),
         _ => header_ok
             .iter()
             .copied()
             .filter(|id| match read_data {
-                ReadData::None | ReadData::Fraction(_) => false,
+                ReadData::None | ReadData::Fraction(_) | ReadData::Bytes(_) => false,
                 ReadData::All => true,
                 ReadData::Part(n, t) => {
                     u32::from_le_bytes(id.0[..4].try_into().expect("4")) % t == n - 1
@@ -295,12 +318,12 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
 /// Packs in a random order (keyed by a fresh seed, so successive runs cover different packs),
 /// taken until they hold at least `f` of all pack bytes: the amount read is what was asked for,
 /// not a coin toss per pack that can read nothing.
-fn fraction_of_bytes(candidates: &HashSet<Id>, sizes: &HashMap<Id, u64>, f: f64) -> Vec<Id> {
-    if f <= 0.0 || candidates.is_empty() {
+/// Packs in a random order (a new one each run) until they hold `want` bytes; at least one
+/// when `want` is above zero.
+fn random_packs(candidates: &HashSet<Id>, sizes: &HashMap<Id, u64>, want: u64) -> Vec<Id> {
+    if want == 0 || candidates.is_empty() {
         return Vec::new();
     }
-    let total: u64 = candidates.iter().map(|id| sizes[id]).sum();
-    let want = (total as f64 * f).ceil() as u64;
     let seed: [u8; 32] = crate::crypto::random_bytes();
     let mut order: Vec<(blake3::Hash, Id)> = candidates
         .iter()

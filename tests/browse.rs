@@ -416,3 +416,131 @@ fn password_command_gives_the_password_and_a_failing_one_is_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(12));
 }
+
+#[test]
+fn backup_takes_lists_from_files_and_stays_on_one_file_system() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    cli_init(&repo);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write(&a.join("keep.txt"), b"keep");
+    write(&a.join("cache/junk.tmp"), b"junk");
+    write(&a.join("skip.log"), b"log");
+    write(&b.join("other.txt"), b"other");
+    let list = tmp.path().join("paths.txt");
+    fs::write(
+        &list,
+        format!(
+            "# what to back up\n{}\n\n  {}  \n",
+            a.display(),
+            b.display()
+        ),
+    )
+    .unwrap();
+    let ex = tmp.path().join("excludes.txt");
+    fs::write(&ex, "# noise\n*.log\n\ncache\n").unwrap();
+    run(
+        &repo,
+        &[
+            "backup",
+            "--files-from",
+            list.to_str().unwrap(),
+            "--exclude-file",
+            ex.to_str().unwrap(),
+            "--name",
+            "lists",
+            "-q",
+        ],
+    );
+    let ls = run(&repo, &["ls", "latest", "--name", "lists"]);
+    let paths: Vec<&str> = ls.lines().collect();
+    assert_eq!(paths, ["/a", "/a/keep.txt", "/b", "/b/other.txt"], "{ls}");
+    // A list file that cannot be read stops the backup, naming the option.
+    let out = lifeboat(&repo)
+        .args([
+            "backup",
+            "--exclude-file",
+            "/nonexistent/excludes",
+            a.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--exclude-file /nonexistent/excludes"));
+
+    // --one-file-system: a tmpfs mounted inside the backup path is left out, its mount point
+    // kept. (The test suite runs as root, as CI does.)
+    let mnt = a.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "none", mnt.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    write(&mnt.join("elsewhere.txt"), b"on another file system");
+    run(
+        &repo,
+        &["backup", a.to_str().unwrap(), "--name", "xdev", "-x", "-q"],
+    );
+    let ls = run(&repo, &["ls", "latest", "--name", "xdev"]);
+    assert!(ls.lines().any(|l| l == "/a/mnt"), "{ls}");
+    assert!(!ls.contains("elsewhere.txt"), "{ls}");
+    run(
+        &repo,
+        &["backup", a.to_str().unwrap(), "--name", "all", "-q"],
+    );
+    assert!(run(&repo, &["ls", "latest", "--name", "all"]).contains("/a/mnt/elsewhere.txt"));
+}
+
+#[test]
+fn read_data_subset_takes_a_size_and_upload_limit_paces_the_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    cli_init(&repo);
+    let data = tmp.path().join("data");
+    write(&data.join("big"), &random_bytes(3 << 20, 11));
+    let t = std::time::Instant::now();
+    run(
+        &repo,
+        &[
+            "--limit-upload",
+            "1024",
+            "backup",
+            data.to_str().unwrap(),
+            "-q",
+        ],
+    );
+    // 3 MiB of incompressible data at 1 MiB/s cannot be done in much under 3 s.
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+    let packs = objects(&repo, "data").len();
+    assert!(packs >= 3, "{packs} packs");
+    let read = |subset: &str| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&run(
+            &repo,
+            &["check", "--read-data-subset", subset, "--json"],
+        ))
+        .unwrap();
+        v["report"]["packs_read"].as_u64().unwrap()
+    };
+    assert_eq!(read("1K"), 1, "a small budget still reads one pack");
+    assert_eq!(read("5G") as usize, packs);
+    // Packs of about 1 MiB: a 2 MiB budget takes two, or three when they fall a little short.
+    let two = read("2MiB");
+    assert!((2..=3).contains(&two), "{two} packs for 2 MiB");
+    let bad = lifeboat(&repo)
+        .args(["check", "--read-data-subset", "5X"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("a size like 5G"));
+}

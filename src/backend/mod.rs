@@ -4,6 +4,7 @@
 //! implementation.
 
 mod counting;
+pub mod limit;
 mod local;
 mod retry;
 pub mod s3;
@@ -161,6 +162,15 @@ pub fn validate_key(key: &str) -> crate::Result<()> {
 /// `AWS_ENDPOINT_URL`) is S3. Remote backends come wrapped in retries, each attempt under the
 /// adaptive in-flight limit.
 pub fn open(location: &str) -> Result<Box<dyn Backend>> {
+    let b = open_unlimited(location)?;
+    let limits = limit::get();
+    if limits == limit::Limits::default() {
+        return Ok(b);
+    }
+    Ok(Box::new(limit::Limited::new(b, limits)))
+}
+
+fn open_unlimited(location: &str) -> Result<Box<dyn Backend>> {
     if location.starts_with("s3:") {
         let loc = S3Location::parse(location, std::env::var("AWS_ENDPOINT_URL").ok())?;
         return Ok(Box::new(Retry::new(

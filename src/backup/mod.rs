@@ -108,6 +108,9 @@ pub struct BackupOptions {
     /// parent snapshot started is read again even when it looks unchanged (it may have been
     /// written within one timestamp tick after the parent read it; git's "racy clean" rule).
     pub live_files: bool,
+    /// Do not descend into directories on another file system than their backup path (restic's
+    /// `--one-file-system`); their mount points are kept, empty.
+    pub one_file_system: bool,
 }
 
 /// See [`BackupOptions::consistency`].
@@ -157,6 +160,7 @@ impl BackupOptions {
             consistency: None,
             late_files: None,
             live_files: false,
+            one_file_system: false,
         }
     }
 }
@@ -370,6 +374,8 @@ fn run(
                         _ => i64::MAX,
                     },
                     vanished_ok: opts.live_files,
+                    one_file_system: opts.one_file_system,
+                    root_dev: 0,
                 };
                 let parent_root = parent.as_ref().map(|(_, t, _)| t);
                 for (path, name) in &roots {

@@ -78,6 +78,10 @@ pub(super) struct Walker<'a> {
     pub racy_before_ns: i64,
     /// See `BackupOptions::live_files`.
     pub vanished_ok: bool,
+    /// See `BackupOptions::one_file_system`.
+    pub one_file_system: bool,
+    /// The device of the backup path being walked.
+    pub root_dev: u64,
 }
 
 /// Fills a node's metadata fields from `lstat` results.
@@ -107,6 +111,7 @@ impl Walker<'_> {
                 return None;
             }
         };
+        self.root_dev = meta.dev();
         self.entry(path, name, &meta, parent)
     }
 
@@ -135,7 +140,11 @@ impl Walker<'_> {
                     }
                 });
             let slot = self.asm.open(node);
-            self.dir(path, parent_tree.as_ref(), slot);
+            // Another file system mounted below the backup path: its mount point is kept,
+            // empty, as restic does, so a restore recreates the place to mount it.
+            if !(self.one_file_system && meta.dev() != self.root_dev) {
+                self.dir(path, parent_tree.as_ref(), slot);
+            }
             drop(parent_tree);
             match self.asm.close(slot) {
                 Ok(p) => Some(p),

@@ -67,7 +67,14 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Backup(a) => {
+        Command::Backup(mut a) => {
+            for f in &a.files_from {
+                a.paths
+                    .extend(list_file(f, "--files-from")?.into_iter().map(Into::into));
+            }
+            for f in &a.exclude_files {
+                a.excludes.extend(list_file(f, "--exclude-file")?);
+            }
             if a.stdin_from_command.is_none() && a.paths.is_empty() {
                 return Err(Error::invalid(
                     "nothing to back up: give one or more paths, or --stdin-from-command CMD",
@@ -92,6 +99,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             opts.excludes = a.excludes.clone();
             opts.compression_level = a.compression;
             opts.force = a.force;
+            opts.one_file_system = a.one_file_system;
             if let Some(t) = a.threads {
                 opts.threads = t.max(1);
             }
@@ -148,6 +156,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 .snapshots()?
                 .into_iter()
                 .filter(|(_, s)| a.name.as_ref().is_none_or(|n| &s.name == n))
+                .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.hostname == h))
                 .collect();
             let forks = crate::repository::forks::superseded(&snaps);
             if g.json {
@@ -872,6 +881,20 @@ fn default_name(paths: &[std::path::PathBuf]) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The lines of a list file (`--files-from`, `--exclude-file`), without `#` comments, blank
+/// lines and surrounding whitespace. A file that cannot be read is an error naming the option:
+/// a backup that silently ignored its exclude list would store what the user meant to keep out.
+fn list_file(path: &std::path::Path, option: &str) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("{option} {}", path.display()), e))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
 }
 
 fn parse_labels(raw: &[String]) -> Result<BTreeMap<String, String>> {

@@ -67,6 +67,22 @@ pub struct Global {
     /// in LIFEBOAT_CACHE_DIR or ~/.cache/lifeboat by default).
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Upload at most this many KiB/s (averaged over each object).
+    #[arg(
+        long,
+        env = "LIFEBOAT_LIMIT_UPLOAD",
+        global = true,
+        value_name = "KiB/s"
+    )]
+    limit_upload: Option<u64>,
+    /// Download at most this many KiB/s (averaged over each object).
+    #[arg(
+        long,
+        env = "LIFEBOAT_LIMIT_DOWNLOAD",
+        global = true,
+        value_name = "KiB/s"
+    )]
+    limit_download: Option<u64>,
     /// More log detail (-v info, -vv debug).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -257,6 +273,18 @@ struct BackupArgs {
     /// Skip paths matching this glob (full path or base name; repeatable).
     #[arg(long = "exclude", short = 'e')]
     excludes: Vec<String>,
+    /// Read exclude globs from this file, one per line (`#` comments and blank lines ignored;
+    /// repeatable).
+    #[arg(long = "exclude-file")]
+    exclude_files: Vec<PathBuf>,
+    /// Back up the paths listed in this file, one per line (`#` comments and blank lines
+    /// ignored; repeatable), as well as any given as arguments.
+    #[arg(long = "files-from", conflicts_with = "stdin_from_command")]
+    files_from: Vec<PathBuf>,
+    /// Stay on the file system of each backup path: directories where another one is mounted
+    /// are kept, empty.
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
     /// Stream this command's stdout into the snapshot as one file (`sh -c CMD`).
     #[arg(long, requires = "stdin_filename", conflicts_with = "paths")]
     stdin_from_command: Option<String>,
@@ -282,6 +310,9 @@ struct SnapshotsArgs {
     /// Only snapshots of this volume name.
     #[arg(long, env = "LIFEBOAT_NAME")]
     name: Option<String>,
+    /// Only snapshots made on this host.
+    #[arg(long)]
+    host: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -516,6 +547,10 @@ pub fn main() -> ExitCode {
         restore_sigpipe();
     }
     init_logging(&cli.global);
+    crate::backend::limit::set(crate::backend::limit::Limits {
+        up: cli.global.limit_upload.map(|k| k.saturating_mul(1024)),
+        down: cli.global.limit_download.map(|k| k.saturating_mul(1024)),
+    });
     // The agent (and its `config check`) refuses settings it does not know rather than ignore
     // them; one-off commands take their options as flags and are not held to it.
     let checks_settings = agent || matches!(cli.command, Command::Config(_));
