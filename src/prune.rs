@@ -42,6 +42,9 @@ pub struct PruneOptions {
     pub repack_young: bool,
     /// Report only.
     pub dry_run: bool,
+    /// Delete in this run what it marks, instead of after the grace period, when no backup is
+    /// running and none can start unseen (docs/FORMAT.md §11a, "prune --now"); refuse otherwise.
+    pub now: bool,
 }
 
 impl Default for PruneOptions {
@@ -52,6 +55,7 @@ impl Default for PruneOptions {
             young: Duration::from_secs(30 * 24 * 3600),
             repack_young: false,
             dry_run: false,
+            now: false,
         }
     }
 }
@@ -114,8 +118,45 @@ pub struct PruneReport {
     pub sqlite_objects_deleted: usize,
 }
 
-/// Runs one prune: sweep what is ripe, then mark what is unneeded now.
+/// Runs one prune: sweep what is ripe, then mark what is unneeded now. With `now`, a second pass
+/// sweeps every mark at once, including the one just written, after listing the writers again.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    if !opts.now || opts.dry_run {
+        return prune_pass(repo, opts, Pass::Normal);
+    }
+    let first = prune_pass(repo, opts, Pass::NowMark)?;
+    let second = prune_pass(repo, opts, Pass::NowSweep)?;
+    Ok(PruneReport {
+        writers_removed: first.writers_removed + second.writers_removed,
+        marks_swept: first.marks_swept + second.marks_swept,
+        packs_deleted: first.packs_deleted + second.packs_deleted,
+        bytes_deleted: first.bytes_deleted + second.bytes_deleted,
+        packs_rescued: first.packs_rescued + second.packs_rescued,
+        marks_waiting: second.marks_waiting,
+        packs_total: second.packs_total,
+        bytes_total: second.bytes_total,
+        bytes_used: second.bytes_used,
+        mark: second.mark.or(first.mark),
+        packs_marked: first.packs_marked + second.packs_marked,
+        bytes_marked: first.bytes_marked + second.bytes_marked,
+        ..first
+    })
+}
+
+/// Which pass of a prune this is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Sweep what is ripe, mark what is unneeded.
+    Normal,
+    /// `--now`, first pass: as `Normal`, refusing if a writer is live, and judging every pack
+    /// written before the run began (no allowance: a writer that begins later is caught by the
+    /// second pass's listing).
+    NowMark,
+    /// `--now`, second pass: a new writer listing; if it is still empty, every mark is ripe.
+    NowSweep,
+}
+
+fn prune_pass(repo: &Repository, opts: &PruneOptions, pass: Pass) -> Result<PruneReport> {
     let hb = heartbeat_interval();
     if opts.grace < hb * 3 {
         return Err(Error::invalid(format!(
@@ -135,12 +176,17 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     };
     let grace = chrono::Duration::from_std(opts.grace).expect("grace fits");
     // How far clocks of different machines may disagree, and how long a write may take to show.
-    let allowance = chrono::Duration::from_std((opts.grace / 4).min(Duration::from_secs(300)))
-        .expect("allowance fits");
+    let allowance = if pass == Pass::Normal {
+        chrono::Duration::from_std((opts.grace / 4).min(Duration::from_secs(300)))
+            .expect("allowance fits")
+    } else {
+        chrono::Duration::zero()
+    };
 
     // 1. Who is running. Everything below is decided after this listing.
     let t0 = Utc::now();
     let mut live_starts = Vec::new();
+    let mut live: Vec<String> = Vec::new();
     for (id, w) in repo.writers()? {
         let (refreshed, start) = match &w {
             Ok(r) => (Some(r.refreshed), Some(r.start)),
@@ -157,11 +203,33 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             }
         } else {
             report.writers_live += 1;
+            live.push(match &w {
+                Ok(r) => format!(
+                    "volume {:?} on host {} (pid {}), heartbeat {}s ago",
+                    r.name,
+                    r.hostname,
+                    r.pid,
+                    (t0 - r.refreshed).num_seconds()
+                ),
+                Err(_) => format!("writers/{id} (unreadable)"),
+            });
             // An unreadable but fresh record: assume it started long ago.
             live_starts.push(start.unwrap_or(DateTime::<Utc>::MIN_UTC));
         }
     }
     let oldest_writer = live_starts.iter().min().copied();
+    if pass != Pass::Normal && !live.is_empty() {
+        let when = if pass == Pass::NowMark {
+            "prune --now refused, nothing changed"
+        } else {
+            "prune --now: a backup started during this prune, so what it marked is deleted only after the grace period, by a later prune"
+        };
+        return Err(Error::invalid(format!(
+            "{when}: live writer(s) {}; wait for them to finish, or if they died, prune again after --grace ({}s now) has passed since their last heartbeat",
+            live.join("; "),
+            opts.grace.as_secs()
+        )));
+    }
 
     // 2. What the snapshots need, listed after the writers.
     // Snapshots before the index: a snapshot is written after its index, so every snapshot
@@ -188,7 +256,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut ripe = Vec::new();
     for (id, m) in &marks {
         let wait = grace.max(chrono::Duration::seconds(m.grace_seconds as i64));
-        let reason = if t0 < m.created + wait {
+        let reason = if pass == Pass::NowSweep {
+            None
+        } else if t0 < m.created + wait {
             Some(format!(
                 "grace period ends at {}",
                 (m.created + wait).format("%Y-%m-%d %H:%M:%S UTC")

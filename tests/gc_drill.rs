@@ -174,7 +174,11 @@ fn kill_9_during_forget_and_prune_never_loses_a_kept_snapshot() {
 }
 
 /// Two backup loops and a prune loop on one repository at once.
-fn prune_beside_two_backups(base: &(dyn Fn() -> Command + Sync), scratch: &Path) {
+/// Two volumes backed up in a loop while `forget --prune` runs beside them. With `now`, the
+/// prune is `--now`: it refuses while a writer is live and deletes at once when none is, and
+/// the backups that start during it must still restore.
+fn prune_beside_two_backups(base: &(dyn Fn() -> Command + Sync), scratch: &Path, now: bool) {
+    let (mut refused, mut immediate) = (0u64, 0u64);
     let expected = Mutex::new(HashMap::new());
     let rounds = 14;
     let done = std::sync::atomic::AtomicUsize::new(0);
@@ -221,22 +225,38 @@ fn prune_beside_two_backups(base: &(dyn Fn() -> Command + Sync), scratch: &Path)
         let started = Instant::now();
         while done.load(std::sync::atomic::Ordering::Relaxed) < 2 {
             assert!(started.elapsed() < Duration::from_secs(300), "drill hung");
-            let out = base()
-                .args([
-                    "--json",
-                    "forget",
-                    "--keep-last",
-                    "2",
-                    "--prune",
-                    "--grace",
-                    "1500ms",
-                    "--repack-young",
-                    "--max-unused",
-                    "0%",
-                ])
-                .output()
-                .unwrap();
+            let mut cmd = base();
+            cmd.args([
+                "--json",
+                "forget",
+                "--keep-last",
+                "2",
+                "--prune",
+                "--grace",
+                "1500ms",
+                "--repack-young",
+                "--max-unused",
+                "0%",
+            ]);
+            if now {
+                cmd.arg("--now");
+            }
+            let out = cmd.output().unwrap();
+            if now && !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    err.contains("prune --now refused")
+                        || err.contains("a backup started during this prune"),
+                    "prune --now: {err}"
+                );
+                refused += 1;
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
             let v = json_of(&out, "forget --prune");
+            if now && v["prune"]["packs_deleted"].as_u64().unwrap() > 0 {
+                immediate += 1;
+            }
             sweeps += v["prune"]["marks_swept"].as_u64().unwrap();
             deleted += v["prune"]["packs_deleted"].as_u64().unwrap();
             held += v["prune"]["marks_waiting"]
@@ -250,6 +270,15 @@ fn prune_beside_two_backups(base: &(dyn Fn() -> Command + Sync), scratch: &Path)
     });
     let expected = expected.into_inner().unwrap();
     let restored = verify_all(&|| base(), &expected, scratch);
+    if now {
+        eprintln!(
+            "prune --now beside backups: {immediate} runs deleted at once, {refused} refused (a writer was live)"
+        );
+        assert!(
+            immediate > 0,
+            "no prune --now found a moment without a writer"
+        );
+    }
     eprintln!(
         "concurrent drill: {} backups committed ({} refused on a lapsed heartbeat), {sweeps} marks swept, \
          {deleted} packs deleted, {held} sweeps held back by a running backup; {restored} snapshots restored",
@@ -270,7 +299,20 @@ fn prune_beside_two_running_backups_local() {
         c.env("LIFEBOAT_HEARTBEAT", "500ms");
         c
     };
-    prune_beside_two_backups(&base, t.path());
+    prune_beside_two_backups(&base, t.path(), false);
+}
+
+#[test]
+fn prune_now_beside_two_running_backups_local() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    cli_init(&repo);
+    let base = || {
+        let mut c = lifeboat(&repo);
+        c.env("LIFEBOAT_HEARTBEAT", "500ms");
+        c
+    };
+    prune_beside_two_backups(&base, t.path(), true);
 }
 
 #[test]
@@ -302,5 +344,5 @@ fn prune_beside_two_running_backups_s3() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    prune_beside_two_backups(&base, t.path());
+    prune_beside_two_backups(&base, t.path(), false);
 }

@@ -328,3 +328,65 @@ fn prune_refuses_a_grace_shorter_than_three_heartbeats_and_a_bad_percentage() {
     assert!(!out.status.success());
     assert!(err.contains("--max-unused"), "{err}");
 }
+
+#[test]
+fn prune_now_frees_space_in_the_same_run_and_refuses_beside_a_live_writer() {
+    let t = tempfile::tempdir().unwrap();
+    let repo_dir = t.path().join("repo");
+    cli_init(&repo_dir);
+    let src = t.path().join("v/data");
+    write(&src.join("a"), &random_bytes(400_000, 21));
+    backup(&repo_dir, &src, "v");
+    write(&src.join("a"), &random_bytes(400_000, 22));
+    let kept = backup(&repo_dir, &src, "v");
+    run_json(&repo_dir, &["forget", "--keep-last", "1"]);
+    let before = objects(&repo_dir, "data").len();
+
+    // A live writer record: refused, and nothing changes.
+    let repo = lifeboat::repository::Repository::open(
+        Box::new(lifeboat::backend::LocalBackend::new(&repo_dir)),
+        PASSWORD,
+    )
+    .unwrap();
+    let now = chrono::Utc::now();
+    let w = Id::of_bytes(b"writer");
+    repo.put_writer(
+        &w,
+        &WriterRecord {
+            version: GC_RECORD_VERSION,
+            start: now,
+            refreshed: now,
+            name: "v".into(),
+            hostname: "elsewhere".into(),
+            pid: 7,
+        },
+    )
+    .unwrap();
+    let files = listing(&repo_dir);
+    let out = lb(&repo_dir).args(["prune", "--now"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("prune --now refused, nothing changed") && err.contains("host elsewhere"),
+        "{err}"
+    );
+    assert_eq!(
+        listing(&repo_dir),
+        files,
+        "a refused prune --now changed the repository"
+    );
+
+    // No writer: the forgotten snapshot's data is gone in this one run, with the default
+    // 24-hour grace, and what is kept still checks and restores.
+    repo.delete_writer(&w).unwrap();
+    let v = run_json(&repo_dir, &["prune", "--now"]);
+    assert!(v["packs_deleted"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["marks_waiting"].as_array().unwrap().is_empty(), "{v}");
+    assert!(objects(&repo_dir, "prune").is_empty(), "the mark was swept");
+    let after = objects(&repo_dir, "data").len();
+    assert!(after < before, "{before} packs before, {after} after");
+    check_clean(&repo_dir);
+    let target = t.path().join("r");
+    restore(&repo_dir, &kept, &target);
+    assert_eq!(manifest(&target), manifest(&src));
+}

@@ -937,6 +937,7 @@ fn prune_options(o: &PruneOpts, dry_run: bool) -> Result<crate::prune::PruneOpti
         max_unused: max_unused / 100.0,
         repack_young: o.repack_young,
         dry_run,
+        now: o.now,
         ..Default::default()
     })
 }

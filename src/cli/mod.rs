@@ -431,6 +431,11 @@ struct PruneOpts {
     /// Also repack packs younger than 30 days (on Storj they are billed for 30 days anyway).
     #[arg(long)]
     repack_young: bool,
+    /// Delete unneeded data in this run instead of after the grace period. Refused while any
+    /// backup's writer record is live; safe against backups that start meanwhile (FORMAT.md
+    /// §11a). Do not run it while a restore is reading the repository.
+    #[arg(long)]
+    now: bool,
 }
 
 #[derive(Subcommand, Debug)]
