@@ -101,6 +101,15 @@ pub struct CheckReport {
 
 /// Runs the checks.
 pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
+    check_with_progress(repo, read_data, crate::progress::ProgressMode::Quiet)
+}
+
+/// [`check`], showing the pack reads' progress (packs and bytes of the total to read).
+pub fn check_with_progress(
+    repo: &Repository,
+    read_data: ReadData,
+    progress: crate::progress::ProgressMode,
+) -> Result<CheckReport> {
     let mut r = CheckReport::default();
     // Every key object (form, name, KDF bounds) and both config copies.
     r.errors.extend(repo.check_keys_and_config()?);
@@ -297,8 +306,31 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
     // Whole packs are read (up to 32 MiB each): as many at once as the backend wants requests
     // in flight, but never more than four packs in memory.
     let readers = repo.backend().concurrency().clamp(2, 4);
-    let read_errors =
-        crate::parallel::map(to_read, readers, |id| verify_pack(repo, &id, sizes[&id]));
+    let counters = std::sync::Arc::new(crate::progress::Counters::with_totals(
+        to_read.len() as u64,
+        to_read.iter().map(|id| sizes[id]).sum(),
+    ));
+    let reporter = crate::progress::Reporter::start_counting(
+        if to_read.is_empty() {
+            crate::progress::ProgressMode::Quiet
+        } else {
+            progress
+        },
+        "check",
+        "packs",
+        counters.clone(),
+    );
+    let read_errors = crate::parallel::map(to_read, readers, |id| {
+        let e = verify_pack(repo, &id, sizes[&id]);
+        counters
+            .files_done
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counters
+            .bytes_done
+            .fetch_add(sizes[&id], std::sync::atomic::Ordering::Relaxed);
+        e
+    });
+    drop(reporter);
     for e in read_errors.into_iter().flatten() {
         r.errors.push(e);
     }
@@ -316,10 +348,8 @@ pub fn check(repo: &Repository, read_data: ReadData) -> Result<CheckReport> {
 }
 
 /// Packs in a random order (keyed by a fresh seed, so successive runs cover different packs),
-/// taken until they hold at least `f` of all pack bytes: the amount read is what was asked for,
-/// not a coin toss per pack that can read nothing.
-/// Packs in a random order (a new one each run) until they hold `want` bytes; at least one
-/// when `want` is above zero.
+/// taken until they hold at least `want` bytes (at least one pack when `want` is above zero): the
+/// amount read is what was asked for, not a coin toss per pack that can read nothing.
 fn random_packs(candidates: &HashSet<Id>, sizes: &HashMap<Id, u64>, want: u64) -> Vec<Id> {
     if want == 0 || candidates.is_empty() {
         return Vec::new();

@@ -1,5 +1,10 @@
-//! Progress reporting: a live line on a terminal (indicatif), one log line every ten seconds
-//! otherwise, nothing when quiet. Workers only bump atomics; a reporter thread reads them.
+//! Progress reporting: a live bar on a terminal (indicatif), log lines otherwise (every ten
+//! seconds, and at 25, 50 and 75%), nothing when quiet. Workers only bump atomics; a reporter
+//! thread reads them.
+//!
+//! Where the totals come from: a restore and a `check --read-data` know them before they start;
+//! a backup estimates from its parent snapshot's size (shown with `~`) until its walk, which runs
+//! ahead of the readers, has counted everything, then shows the real figures.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -98,6 +103,16 @@ pub struct Reporter {
 impl Reporter {
     /// Starts reporting `counters` under `verb` ("backup", "restore").
     pub fn start(mode: ProgressMode, verb: &'static str, counters: Arc<Counters>) -> Reporter {
+        Self::start_counting(mode, verb, "files", counters)
+    }
+
+    /// Like [`start`](Self::start), counting `unit` ("files", "packs") instead of files.
+    pub fn start_counting(
+        mode: ProgressMode,
+        verb: &'static str,
+        unit: &'static str,
+        counters: Arc<Counters>,
+    ) -> Reporter {
         let stop = Arc::new(AtomicBool::new(false));
         if mode == ProgressMode::Quiet {
             return Reporter { stop, handle: None };
@@ -119,14 +134,15 @@ impl Reporter {
             let mut quarter = 0;
             while !stop2.load(Relaxed) {
                 std::thread::sleep(Duration::from_millis(200));
-                let line = line(verb, &counters, start.elapsed());
+                let line = line(verb, unit, &counters, start.elapsed());
                 let q = counters
                     .fraction()
                     .filter(|(_, est)| !est)
                     .map_or(0, |(f, _)| (f * 4.0).floor() as u32);
                 match &bar {
                     Some(b) => {
-                        b.set_message(line);
+                        let f = counters.fraction();
+                        b.set_message(format!("{}{line}", gauge(f.map(|(f, _)| f), 20)));
                         b.tick();
                     }
                     None if last_log.elapsed() >= Duration::from_secs(10)
@@ -150,7 +166,18 @@ impl Reporter {
     }
 }
 
-fn line(verb: &str, c: &Counters, elapsed: Duration) -> String {
+/// A text bar `[#####-----] ` of `width` cells for fraction `f`; blank cells when unknown.
+fn gauge(f: Option<f64>, width: usize) -> String {
+    let filled = f.map_or(0, |f| ((f.clamp(0.0, 1.0) * width as f64).round()) as usize);
+    let rest = if f.is_some() { '-' } else { ' ' };
+    format!(
+        "[{}{}] ",
+        "#".repeat(filled),
+        rest.to_string().repeat(width - filled)
+    )
+}
+
+fn line(verb: &str, unit: &str, c: &Counters, elapsed: Duration) -> String {
     let done = c.bytes_done.load(Relaxed);
     let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
     let (pct, eta) = match c.fraction() {
@@ -173,7 +200,7 @@ fn line(verb: &str, c: &Counters, elapsed: Duration) -> String {
         None => (String::new(), String::new()),
     };
     format!(
-        "{verb}: {pct}{}/{} files, {}/{} ({}/s){eta}",
+        "{verb}: {pct}{}/{} {unit}, {}/{} ({}/s){eta}",
         c.files_done.load(Relaxed),
         c.files_total.load(Relaxed),
         crate::format::bytes(done),
@@ -216,23 +243,27 @@ mod tests {
         );
         c.bytes_done.store(250, Relaxed);
         c.files_done.store(3, Relaxed);
-        let l = line("restore", &c, Duration::from_secs(10));
+        let l = line("restore", "files", &c, Duration::from_secs(10));
         assert!(l.starts_with("restore: 25.0% 3/10 files"), "{l}");
         assert!(l.ends_with("ETA 0:30"), "{l}");
         // Unknown totals: no percentage, and the workers count.
         let u = Counters::default();
         u.found(7);
         assert_eq!(u.bytes_total.load(Relaxed), 7);
-        assert!(!line("backup", &u, Duration::from_secs(1)).contains('%'));
+        assert!(!line("backup", "files", &u, Duration::from_secs(1)).contains('%'));
+        assert_eq!(gauge(Some(0.25), 8), "[##------] ");
+        assert_eq!(gauge(None, 4), "[    ] ");
+        assert_eq!(gauge(Some(1.0), 4), "[####] ");
         assert_eq!(clock(3725), "1:02:05");
         // A backup estimates from its parent until its walk is over.
         let b = Counters::with_estimate(2000);
         b.found(100);
         b.bytes_done.store(500, Relaxed);
-        let l = line("backup", &b, Duration::from_secs(5));
+        let l = line("backup", "files", &b, Duration::from_secs(5));
         assert!(l.starts_with("backup: ~25.0% "), "{l}");
         b.totals_final();
-        let l = line("backup", &b, Duration::from_secs(5));
+        let l = line("backup", "packs", &b, Duration::from_secs(5));
+        assert!(l.contains(" packs, "), "{l}");
         assert!(l.starts_with("backup: 100.0% "), "{l}");
     }
 }

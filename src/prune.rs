@@ -14,6 +14,8 @@
 //! anyway, so repacking them early costs more than it saves.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
@@ -22,6 +24,7 @@ use serde::Serialize;
 use crate::backup::PackWriter;
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::progress::{Counters, Reporter};
 use crate::repository::gc::{GC_RECORD_VERSION, PruneMark, heartbeat_interval};
 use crate::repository::index::{Index, IndexFile};
 use crate::repository::pack::{self, PackEntry};
@@ -42,6 +45,8 @@ pub struct PruneOptions {
     pub repack_young: bool,
     /// Report only.
     pub dry_run: bool,
+    /// How to show the repack's and the sweep's progress.
+    pub progress: crate::progress::ProgressMode,
     /// Delete in this run what it marks, instead of after the grace period, when no backup is
     /// running and none can start unseen (docs/FORMAT.md §11a, "prune --now"); refuse otherwise.
     pub now: bool,
@@ -55,6 +60,7 @@ impl Default for PruneOptions {
             young: Duration::from_secs(30 * 24 * 3600),
             repack_young: false,
             dry_run: false,
+            progress: crate::progress::ProgressMode::Quiet,
             now: false,
         }
     }
@@ -314,9 +320,24 @@ fn prune_pass(repo: &Repository, opts: &PruneOptions, pass: Pass) -> Result<Prun
             let gone = repo.rewrite_index_without(&doomed)?;
             let mut sorted: Vec<&Id> = doomed.iter().collect();
             sorted.sort();
+            let (counters, reporter) = progress(
+                opts,
+                "prune: deleting",
+                sorted.len(),
+                sorted
+                    .iter()
+                    .filter_map(|p| sizes.get(p))
+                    .map(|s| s.0)
+                    .sum(),
+            );
             for p in sorted {
                 repo.backend().delete(&pack::pack_key(p))?;
+                counters.files_done.fetch_add(1, Relaxed);
+                counters
+                    .bytes_done
+                    .fetch_add(sizes.get(p).map_or(0, |s| s.0), Relaxed);
             }
+            drop(reporter);
             repo.delete_index_objects(&gone)?;
             for (id, _) in &ripe {
                 repo.delete_prune_mark(id)?;
@@ -421,7 +442,15 @@ fn prune_pass(repo: &Repository, opts: &PruneOptions, pass: Pass) -> Result<Prun
         // The new packs are unindexed until the copy ends: a writer record keeps another
         // prune from taking them for leftovers meanwhile.
         let (blobs, bytes) = crate::backup::Heartbeat::scope(repo, "prune", |_| {
-            copy_live_blobs(repo, &index, &entries, &used, &repack)
+            let (counters, reporter) = progress(
+                opts,
+                "prune: repacking",
+                repack.len(),
+                repack.iter().map(|p| sizes[p].0).sum(),
+            );
+            let out = copy_live_blobs(repo, &index, &entries, &used, &repack, &counters);
+            drop(reporter);
+            out
         })?;
         report.blobs_repacked = blobs;
         report.bytes_repacked = bytes;
@@ -438,6 +467,18 @@ fn prune_pass(repo: &Repository, opts: &PruneOptions, pass: Pass) -> Result<Prun
         report.mark = Some(repo.save_prune_mark(&mark)?.to_hex());
     }
     Ok(report)
+}
+
+/// Counters and a reporter for `packs` packs of `bytes` bytes.
+fn progress(
+    opts: &PruneOptions,
+    verb: &'static str,
+    packs: usize,
+    bytes: u64,
+) -> (Arc<Counters>, Reporter) {
+    let c = Arc::new(Counters::with_totals(packs as u64, bytes));
+    let r = Reporter::start_counting(opts.progress, verb, "packs", c.clone());
+    (c, r)
 }
 
 /// Every indexed pack's entries, from the live index objects.
@@ -492,6 +533,7 @@ fn copy_live_blobs(
     entries: &HashMap<Id, Vec<PackEntry>>,
     used: &HashSet<Id>,
     packs: &[Id],
+    counters: &Counters,
 ) -> Result<(usize, u64)> {
     let leaving: HashSet<Id> = packs.iter().copied().collect();
     let mut out = PackWriter::new(repo);
@@ -500,6 +542,8 @@ fn copy_live_blobs(
         let key = pack::pack_key(id);
         let data = repo.get_object(&key)?;
         verify_object_id(&key, id, &data)?;
+        counters.files_done.fetch_add(1, Relaxed);
+        counters.bytes_done.fetch_add(data.len() as u64, Relaxed);
         for e in &entries[id] {
             if !used.contains(&e.id) || copied.contains(&e.id) {
                 continue;

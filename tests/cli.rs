@@ -457,3 +457,85 @@ fn check_passes_on_a_healthy_repository_and_reads_subsets() {
         stderr(&bad)
     );
 }
+
+#[test]
+fn help_is_grouped_lists_every_agent_variable_and_sdl_hides_repository_flags() {
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let run = help(&["run"]);
+    for heading in [
+        "Repository:",
+        "Global options:",
+        "Volume:",
+        "Schedule:",
+        "Retention:",
+        "Capture:",
+        "Restore gate:",
+        "HTTP (metrics, health, control):",
+        "Settings without a flag",
+    ] {
+        assert!(run.contains(heading), "run --help lacks {heading}");
+    }
+    // Every variable the agent reads appears in its help, as a flag's [env: …] or in the list of
+    // settings without a flag.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(["config", "check", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for v in [
+        "LIFEBOAT_CONTROL_TOKEN",
+        "LIFEBOAT_PING_URL",
+        "LIFEBOAT_WEBHOOK_URL",
+        "LIFEBOAT_LOG_FORMAT",
+        "LIFEBOAT_CONFIG",
+        "LIFEBOAT_HEARTBEAT",
+        "LIFEBOAT_CACHE_DIR",
+        "LIFEBOAT_SCHEDULE",
+        "LIFEBOAT_SQLITE",
+        "LIFEBOAT_LIMIT_UPLOAD",
+    ] {
+        assert!(run.contains(v), "run --help does not mention {v}");
+        assert!(help(&["daemon"]).contains(v), "daemon --help does not mention {v}");
+    }
+    let check = help(&["sdl", "check"]);
+    for flag in ["--repo", "--password-file", "--password-command", "--no-cache"] {
+        assert!(!check.contains(flag), "sdl check --help lists {flag}");
+    }
+    let inject = help(&["sdl", "inject"]);
+    assert!(!inject.contains("--password-file"), "{inject}");
+    // Hidden, still accepted where it means something.
+    assert!(inject.contains("--repo"));
+}
+
+#[test]
+fn backup_and_restore_count_the_same_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    cli_init(&repo);
+    let data = tmp.path().join("data");
+    for d in ["a", "a/b", "c"] {
+        write(&data.join(d).join("f"), d.as_bytes());
+    }
+    let out = lifeboat(&repo)
+        .args(["--json", "backup"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = lifeboat(&repo)
+        .args(["--json", "restore", "latest", "-t"])
+        .arg(tmp.path().join("r"))
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(b["summary"]["dirs"], 4, "{b}");
+    assert_eq!(r["restored"]["dirs"], b["summary"]["dirs"], "{r}");
+}

@@ -18,157 +18,271 @@ use crate::format::parse_duration;
 #[derive(Args, Debug, Clone, Default)]
 pub struct AgentArgs {
     /// The volume mount to protect.
-    #[arg(long, env = "LIFEBOAT_PATH")]
+    #[arg(long, env = "LIFEBOAT_PATH", help_heading = "Volume")]
     pub path: Option<PathBuf>,
     /// The volume's stable name (default: AKASH_OWNER/<mount's base name> on Akash, else the
     /// absolute path). Never derived from the deployment sequence, which changes every lease.
-    #[arg(long, env = "LIFEBOAT_NAME")]
+    #[arg(long, env = "LIFEBOAT_NAME", help_heading = "Volume")]
     pub name: Option<String>,
     /// When to back up: cron (5 fields, or 6 with seconds), @hourly/@daily/..., `@every 30s`,
     /// or `off`.
-    #[arg(long, env = "LIFEBOAT_SCHEDULE", default_value = "@hourly")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_SCHEDULE",
+        default_value = "@hourly",
+        help_heading = "Schedule"
+    )]
     pub schedule: String,
     /// Time zone the schedule's fields are read in.
-    #[arg(long, env = "LIFEBOAT_TIMEZONE", default_value = "UTC")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_TIMEZONE",
+        default_value = "UTC",
+        help_heading = "Schedule"
+    )]
     pub timezone: String,
     /// Largest per-volume offset added to every scheduled run (e.g. `10m`); fixed per name.
-    #[arg(long, env = "LIFEBOAT_JITTER", default_value = "0s")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_JITTER",
+        default_value = "0s",
+        help_heading = "Schedule"
+    )]
     pub jitter: String,
     /// Take a backup as soon as the app is up.
-    #[arg(long, env = "LIFEBOAT_BACKUP_ON_START")]
+    #[arg(long, env = "LIFEBOAT_BACKUP_ON_START", help_heading = "Schedule")]
     pub backup_on_start: bool,
     /// Glob to leave out of backups (repeatable, or comma-separated in the variable).
-    #[arg(long = "exclude", env = "LIFEBOAT_EXCLUDE", value_delimiter = ',')]
+    #[arg(
+        long = "exclude",
+        env = "LIFEBOAT_EXCLUDE",
+        value_delimiter = ',',
+        help_heading = "Volume"
+    )]
     pub excludes: Vec<String>,
     /// Retention after each backup: keep the newest N snapshots.
-    #[arg(long, env = "LIFEBOAT_KEEP_LAST")]
+    #[arg(long, env = "LIFEBOAT_KEEP_LAST", help_heading = "Retention")]
     pub keep_last: Option<u32>,
     /// Keep the newest snapshot of each of the last N hours.
-    #[arg(long, env = "LIFEBOAT_KEEP_HOURLY")]
+    #[arg(long, env = "LIFEBOAT_KEEP_HOURLY", help_heading = "Retention")]
     pub keep_hourly: Option<u32>,
     /// ... of each of the last N days.
-    #[arg(long, env = "LIFEBOAT_KEEP_DAILY")]
+    #[arg(long, env = "LIFEBOAT_KEEP_DAILY", help_heading = "Retention")]
     pub keep_daily: Option<u32>,
     /// ... of each of the last N weeks.
-    #[arg(long, env = "LIFEBOAT_KEEP_WEEKLY")]
+    #[arg(long, env = "LIFEBOAT_KEEP_WEEKLY", help_heading = "Retention")]
     pub keep_weekly: Option<u32>,
     /// ... of each of the last N months.
-    #[arg(long, env = "LIFEBOAT_KEEP_MONTHLY")]
+    #[arg(long, env = "LIFEBOAT_KEEP_MONTHLY", help_heading = "Retention")]
     pub keep_monthly: Option<u32>,
     /// ... of each of the last N years.
-    #[arg(long, env = "LIFEBOAT_KEEP_YEARLY")]
+    #[arg(long, env = "LIFEBOAT_KEEP_YEARLY", help_heading = "Retention")]
     pub keep_yearly: Option<u32>,
     /// Keep every snapshot within this long of the newest (e.g. `7d`).
-    #[arg(long, env = "LIFEBOAT_KEEP_WITHIN")]
+    #[arg(long, env = "LIFEBOAT_KEEP_WITHIN", help_heading = "Retention")]
     pub keep_within: Option<String>,
     /// When to prune (cron like LIFEBOAT_SCHEDULE, default `off`). Safe beside backups from any
     /// number of instances; needs delete permission on the bucket. Usually run by the owner
     /// instead (`lifeboat prune`), so the agent's key can be write-only.
-    #[arg(long, env = "LIFEBOAT_PRUNE_SCHEDULE", default_value = "off")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_PRUNE_SCHEDULE",
+        default_value = "off",
+        help_heading = "Retention"
+    )]
     pub prune_schedule: String,
     /// Prune's grace period: marked data is deleted only this long after it was marked.
-    #[arg(long, env = "LIFEBOAT_PRUNE_GRACE", default_value = "24h")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_PRUNE_GRACE",
+        default_value = "24h",
+        help_heading = "Retention"
+    )]
     pub prune_grace: String,
     /// Command run (`sh -c`) before each backup, e.g. a checkpoint.
-    #[arg(long, env = "LIFEBOAT_PRE_BACKUP")]
+    #[arg(long, env = "LIFEBOAT_PRE_BACKUP", help_heading = "Capture")]
     pub pre_backup: Option<String>,
     /// Command run after each backup (always, when the pre-backup command ran).
-    #[arg(long, env = "LIFEBOAT_POST_BACKUP")]
+    #[arg(long, env = "LIFEBOAT_POST_BACKUP", help_heading = "Capture")]
     pub post_backup: Option<String>,
     /// Time limit for each hook.
-    #[arg(long, env = "LIFEBOAT_HOOK_TIMEOUT", default_value = "5m")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_HOOK_TIMEOUT",
+        default_value = "5m",
+        help_heading = "Capture"
+    )]
     pub hook_timeout: String,
     /// When the pre-backup hook fails: `abort` the backup or `continue`.
-    #[arg(long, env = "LIFEBOAT_HOOK_ON_ERROR", default_value = "abort")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_HOOK_ON_ERROR",
+        default_value = "abort",
+        help_heading = "Capture"
+    )]
     pub hook_on_error: String,
     /// Stream this command's output into the snapshot instead of the volume's files
     /// (e.g. `pg_dumpall -U postgres`).
-    #[arg(long, env = "LIFEBOAT_DUMP_COMMAND")]
+    #[arg(long, env = "LIFEBOAT_DUMP_COMMAND", help_heading = "Capture")]
     pub dump_command: Option<String>,
     /// File name the dump is stored under.
-    #[arg(long, env = "LIFEBOAT_DUMP_FILENAME", default_value = "dump.sql")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_DUMP_FILENAME",
+        default_value = "dump.sql",
+        help_heading = "Capture"
+    )]
     pub dump_filename: String,
     /// On a new lease, run this after the app is up to load the dump; `{file}` is replaced by
     /// its path (e.g. `psql -U postgres -f {file}`). Retried until it succeeds or times out.
-    #[arg(long, env = "LIFEBOAT_RESTORE_COMMAND")]
+    #[arg(long, env = "LIFEBOAT_RESTORE_COMMAND", help_heading = "Capture")]
     pub restore_command: Option<String>,
     /// How long the restore command may keep failing while the app starts.
-    #[arg(long, env = "LIFEBOAT_RESTORE_COMMAND_TIMEOUT", default_value = "10m")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_RESTORE_COMMAND_TIMEOUT",
+        default_value = "10m",
+        help_heading = "Capture"
+    )]
     pub restore_command_timeout: String,
     /// Where a dump is restored to before the restore command loads it.
-    #[arg(long, env = "LIFEBOAT_DUMP_DIR")]
+    #[arg(long, env = "LIFEBOAT_DUMP_DIR", help_heading = "Capture")]
     pub dump_dir: Option<PathBuf>,
     /// Freeze the app (SIGSTOP to its process group) while each backup runs, for a
     /// crash-consistent copy of a small volume.
-    #[arg(long, env = "LIFEBOAT_PAUSE")]
+    #[arg(long, env = "LIFEBOAT_PAUSE", help_heading = "Capture")]
     pub pause: bool,
     /// Longest pause; the app is resumed after this even if the backup still runs.
-    #[arg(long, env = "LIFEBOAT_PAUSE_MAX", default_value = "30s")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_PAUSE_MAX",
+        default_value = "30s",
+        help_heading = "Capture"
+    )]
     pub pause_max: String,
     /// Restore this snapshot (id prefix) instead of the latest on an empty volume.
-    #[arg(long, env = "LIFEBOAT_RESTORE_SNAPSHOT")]
+    #[arg(long, env = "LIFEBOAT_RESTORE_SNAPSHOT", help_heading = "Restore gate")]
     pub restore_snapshot: Option<String>,
     /// How long the restore gate keeps retrying an unreachable or failing repository.
-    #[arg(long, env = "LIFEBOAT_RESTORE_TIMEOUT", default_value = "5m")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_RESTORE_TIMEOUT",
+        default_value = "5m",
+        help_heading = "Restore gate"
+    )]
     pub restore_timeout: String,
     /// When the gate gives up: `fail` (exit, app never starts on an empty volume) or
     /// `start-empty`.
-    #[arg(long, env = "LIFEBOAT_ON_RESTORE_FAILURE", default_value = "fail")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_ON_RESTORE_FAILURE",
+        default_value = "fail",
+        help_heading = "Restore gate"
+    )]
     pub on_restore_failure: String,
     /// Time from the stop signal until the final backup has finished or failed loudly (fits
     /// Kubernetes' default terminationGracePeriodSeconds of 30 s, which Akash leases get too).
-    #[arg(long, env = "LIFEBOAT_SHUTDOWN_BACKUP_TIMEOUT", default_value = "25s")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_SHUTDOWN_BACKUP_TIMEOUT",
+        default_value = "25s",
+        help_heading = "Schedule"
+    )]
     pub shutdown_backup_timeout: String,
     /// How long a scheduled backup that failed on a storage outage is retried as a whole (with
     /// backoff and jitter) before it counts as failed.
-    #[arg(long, env = "LIFEBOAT_BACKUP_RETRY_WINDOW", default_value = "5m")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_BACKUP_RETRY_WINDOW",
+        default_value = "5m",
+        help_heading = "Schedule"
+    )]
     pub backup_retry_window: String,
     /// Back up a running database's files anyway (files mode refuses a live PostgreSQL,
     /// MySQL/MariaDB or SQLite database otherwise).
-    #[arg(long, env = "LIFEBOAT_ALLOW_LIVE_DATABASE")]
+    #[arg(long, env = "LIFEBOAT_ALLOW_LIVE_DATABASE", help_heading = "Capture")]
     pub allow_live_database: bool,
     /// Where S3 backups stage packs before upload (default: TMPDIR, else /tmp); checked at start
     /// for room for the packs in flight.
-    #[arg(long, env = "LIFEBOAT_STAGING_DIR")]
+    #[arg(long, env = "LIFEBOAT_STAGING_DIR", help_heading = "Volume")]
     pub staging_dir: Option<PathBuf>,
     /// How long a volume lease lives without renewal.
-    #[arg(long, env = "LIFEBOAT_LEASE_TTL", default_value = "60s")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_LEASE_TTL",
+        default_value = "60s",
+        help_heading = "Restore gate"
+    )]
     pub lease_ttl: String,
     /// Longest wait for another instance's lease on the same volume name.
-    #[arg(long, env = "LIFEBOAT_LEASE_WAIT", default_value = "10m")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_LEASE_WAIT",
+        default_value = "10m",
+        help_heading = "Restore gate"
+    )]
     pub lease_wait: String,
     /// Address for /healthz, /readyz, /metrics, /status and POST /backup (off by default).
-    #[arg(long, env = "LIFEBOAT_LISTEN")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_LISTEN",
+        help_heading = "HTTP (metrics, health, control)"
+    )]
     pub listen: Option<SocketAddr>,
     /// Tag every snapshot (repeatable, or comma-separated in the variable).
-    #[arg(long = "tag", env = "LIFEBOAT_TAGS", value_delimiter = ',')]
+    #[arg(
+        long = "tag",
+        env = "LIFEBOAT_TAGS",
+        value_delimiter = ',',
+        help_heading = "Volume"
+    )]
     pub tags: Vec<String>,
     /// How the volume is captured: files, pause, dump, postgres or sqlite (default: sqlite when
     /// LIFEBOAT_SQLITE is set, dump when LIFEBOAT_DUMP_COMMAND is, pause when LIFEBOAT_PAUSE
     /// is, else files).
-    #[arg(long, env = "LIFEBOAT_METHOD")]
+    #[arg(long, env = "LIFEBOAT_METHOD", help_heading = "Capture")]
     pub method: Option<String>,
     /// postgres: PostgreSQL's archive_timeout, the longest a committed transaction waits to
     /// reach the repository (the recovery point when the provider vanishes).
-    #[arg(long, env = "LIFEBOAT_PG_ARCHIVE_TIMEOUT", default_value = "60s")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_PG_ARCHIVE_TIMEOUT",
+        default_value = "60s",
+        help_heading = "Capture"
+    )]
     pub pg_archive_timeout: String,
     /// postgres: the agent's socket for `wal-push`/`wal-fetch` (default in TMPDIR; for a
     /// sidecar, a path in a volume both containers mount).
-    #[arg(long, env = "LIFEBOAT_WAL_SOCKET")]
+    #[arg(long, env = "LIFEBOAT_WAL_SOCKET", help_heading = "Capture")]
     pub wal_socket: Option<PathBuf>,
     /// postgres, sqlite: on a new lease, recover the database to this moment (RFC 3339)
     /// instead of its newest replicated state.
-    #[arg(long, env = "LIFEBOAT_RESTORE_TO_TIME")]
+    #[arg(long, env = "LIFEBOAT_RESTORE_TO_TIME", help_heading = "Restore gate")]
     pub restore_to_time: Option<String>,
     /// sqlite: the databases to replicate (comma-separated paths inside the volume); empty:
     /// every SQLite file found in the volume. Setting it implies LIFEBOAT_METHOD=sqlite.
-    #[arg(long = "sqlite", env = "LIFEBOAT_SQLITE", value_delimiter = ',')]
+    #[arg(
+        long = "sqlite",
+        env = "LIFEBOAT_SQLITE",
+        value_delimiter = ',',
+        help_heading = "Capture"
+    )]
     pub sqlite: Vec<PathBuf>,
     /// sqlite: the longest a committed transaction waits to be shipped to the repository.
-    #[arg(long, env = "LIFEBOAT_SQLITE_SYNC_INTERVAL", default_value = "1s")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_SQLITE_SYNC_INTERVAL",
+        default_value = "1s",
+        help_heading = "Capture"
+    )]
     pub sqlite_sync_interval: String,
     /// sqlite: the log length (pages) at which lifeboat checkpoints the database.
-    #[arg(long, env = "LIFEBOAT_SQLITE_CHECKPOINT_PAGES", default_value = "1000")]
+    #[arg(
+        long,
+        env = "LIFEBOAT_SQLITE_CHECKPOINT_PAGES",
+        default_value = "1000",
+        help_heading = "Capture"
+    )]
     pub sqlite_checkpoint_pages: String,
 }
 

@@ -118,20 +118,20 @@ pub fn run(cli: Cli) -> Result<u8> {
                 );
             } else if !g.quiet {
                 println!(
-                    "snapshot {} saved (volume {:?})\n  files: {} new, {} changed, {} unmodified; {} dirs\n  added {} ({} stored) in {} data + {} tree blobs, {} packs\n  processed {} in {}\n  requests: {stats}",
+                    "snapshot {} saved (volume {:?})\n  files: {} new, {} changed, {} unmodified; {} dirs\n  processed {} of files in {}\n  new in the repository: {} of file chunks and directory listings ({} data + {} tree blobs), stored as {} in {} packs\n  requests: {stats}",
                     out.id.short(),
                     out.snapshot.name,
                     s.files_new,
                     s.files_changed,
                     s.files_unmodified,
                     s.dirs,
-                    format::bytes(s.bytes_added),
-                    format::bytes(s.bytes_stored),
-                    s.data_blobs_added,
-                    s.tree_blobs_added,
-                    s.packs_written,
                     format::bytes(s.total_bytes),
                     format::seconds(s.duration_seconds),
+                    format::bytes(s.bytes_added),
+                    s.data_blobs_added,
+                    s.tree_blobs_added,
+                    format::bytes(s.bytes_stored),
+                    s.packs_written,
                 );
                 if s.packs_adopted > 0 {
                     println!(
@@ -339,7 +339,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             let report = groups;
             let pruned = if a.prune {
-                let opts = prune_options(&a.prune_opts, a.dry_run)?;
+                let opts = prune_options(&a.prune_opts, a.dry_run, progress_mode(g))?;
                 Some(crate::prune::prune(&repo, &opts)?)
             } else {
                 None
@@ -475,7 +475,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Prune(a) => {
             let repo = open(g)?;
-            let opts = prune_options(&a.opts, a.dry_run)?;
+            let opts = prune_options(&a.opts, a.dry_run, progress_mode(g))?;
             let r = crate::prune::prune(&repo, &opts)?;
             if g.json {
                 println!("{}", json!(r));
@@ -679,7 +679,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 (false, Some(s)) => s.parse()?,
                 (false, None) => ReadData::None,
             };
-            let r = check::check(&repo, rd)?;
+            let r = check::check_with_progress(&repo, rd, progress_mode(g))?;
             let stats = repo.stats();
             if g.json {
                 println!("{}", json!({"report": r, "requests": stats}));
@@ -922,7 +922,11 @@ fn parse_chunk_sizes(s: &str) -> Result<(u32, u32, u32)> {
     }
 }
 
-fn prune_options(o: &PruneOpts, dry_run: bool) -> Result<crate::prune::PruneOptions> {
+fn prune_options(
+    o: &PruneOpts,
+    dry_run: bool,
+    progress: ProgressMode,
+) -> Result<crate::prune::PruneOptions> {
     let grace = crate::format::parse_duration(&o.grace)
         .map_err(|e| Error::invalid(format!("--grace: {e}")))?;
     let pct = o.max_unused.trim().trim_end_matches('%');
@@ -938,6 +942,7 @@ fn prune_options(o: &PruneOpts, dry_run: bool) -> Result<crate::prune::PruneOpti
         repack_young: o.repack_young,
         dry_run,
         now: o.now,
+        progress,
         ..Default::default()
     })
 }

@@ -43,36 +43,44 @@ pub struct Global {
         long = "repo",
         env = "LIFEBOAT_REPOSITORY",
         global = true,
-        hide_env_values = true
+        hide_env_values = true,
+        help_heading = "Repository"
     )]
     repo: Option<String>,
     /// Read the password from this file.
-    #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", global = true)]
+    #[arg(
+        long,
+        env = "LIFEBOAT_PASSWORD_FILE",
+        global = true,
+        help_heading = "Repository"
+    )]
     password_file: Option<PathBuf>,
     /// Run this shell command and read the password from its output (a secret manager).
     #[arg(
         long,
         env = "LIFEBOAT_PASSWORD_COMMAND",
         global = true,
-        conflicts_with = "password_file"
+        conflicts_with = "password_file",
+        help_heading = "Repository"
     )]
     password_command: Option<String>,
     /// Print machine-readable JSON on stdout.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
     /// Only errors and warnings; no progress.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     quiet: bool,
     /// Do not keep local copies of index, snapshot and tree objects (S3 repositories keep them
     /// in LIFEBOAT_CACHE_DIR or ~/.cache/lifeboat by default).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Repository")]
     no_cache: bool,
     /// Upload at most this many KiB/s (averaged over each object).
     #[arg(
         long,
         env = "LIFEBOAT_LIMIT_UPLOAD",
         global = true,
-        value_name = "KiB/s"
+        value_name = "KiB/s",
+        help_heading = "Repository"
     )]
     limit_upload: Option<u64>,
     /// Download at most this many KiB/s (averaged over each object).
@@ -80,11 +88,12 @@ pub struct Global {
         long,
         env = "LIFEBOAT_LIMIT_DOWNLOAD",
         global = true,
-        value_name = "KiB/s"
+        value_name = "KiB/s",
+        help_heading = "Repository"
     )]
     limit_download: Option<u64>,
     /// More log detail (-v info, -vv debug).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = "Global options")]
     verbose: u8,
 }
 
@@ -462,6 +471,7 @@ enum RepairCommand {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = settings::NO_FLAG_HELP)]
 struct RunArgs {
     #[command(flatten)]
     agent: AgentArgs,
@@ -471,6 +481,7 @@ struct RunArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = settings::NO_FLAG_HELP)]
 struct DaemonArgs {
     #[command(flatten)]
     agent: AgentArgs,
@@ -536,7 +547,7 @@ pub fn main() -> ExitCode {
         say_error(&e);
         return ExitCode::from(e.exit_code());
     }
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(c) => c,
         Err(e) => match settings::env_value_error(&e) {
             Some(msg) => {
@@ -573,6 +584,37 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// The command line, with the repository options hidden from the help of the commands that do
+/// not open a repository (`sdl check`; `sdl inject` takes `--repo` only as the URL to write).
+fn parse() -> std::result::Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    const REPO_ONLY: [&str; 5] = [
+        "password_file",
+        "password_command",
+        "no_cache",
+        "limit_upload",
+        "limit_download",
+    ];
+    let cmd = Cli::command();
+    // A subcommand that already has an argument of a global's id keeps its own copy when the
+    // globals are propagated: give it a hidden one.
+    let globals: Vec<clap::Arg> = cmd.get_arguments().cloned().collect();
+    let cmd = cmd.mut_subcommand("sdl", |sdl| {
+        let hide = |mut c: clap::Command, names: &[&str]| {
+            for n in names {
+                if let Some(a) = globals.iter().find(|a| a.get_id() == *n) {
+                    c = c.arg(a.clone().hide(true));
+                }
+            }
+            c
+        };
+        sdl.mut_subcommand("check", |c| hide(hide(c, &REPO_ONLY), &["repo"]))
+            .mut_subcommand("inject", |c| hide(c, &REPO_ONLY))
+    });
+    let mut m = cmd.try_get_matches()?;
+    Cli::from_arg_matches_mut(&mut m)
 }
 
 /// Prints the one-line error. Never panics: with stderr closed there is nobody to tell, and the

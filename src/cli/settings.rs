@@ -47,6 +47,37 @@ const OTHER_KNOWN: &[&str] = &[
     "LIFEBOAT_DRILL_SEED",
 ];
 
+/// `run --help` and `daemon --help`: the settings that have no flag (environment or
+/// `LIFEBOAT_CONFIG` only), so that `--help` lists every variable the agent reads.
+pub const NO_FLAG_HELP: &str = "\
+Settings without a flag (environment or LIFEBOAT_CONFIG only; secrets also as NAME_FILE):
+  Repository:
+    LIFEBOAT_PASSWORD            the repository password (or --password-file/--password-command)
+    LIFEBOAT_CACHE_DIR           where S3 metadata is cached (~/.cache/lifeboat)
+    LIFEBOAT_S3_PATH_STYLE       false: virtual-hosted-style S3 requests (default: path style)
+    LIFEBOAT_S3_CONNECTIONS      requests in flight to S3 (8)
+    LIFEBOAT_S3_STALL_TIMEOUT    a request with no byte for this long fails (60s)
+    LIFEBOAT_S3_DEADLINE         a request's deadline (120s, plus its size at LIFEBOAT_S3_MIN_RATE)
+    LIFEBOAT_S3_MIN_RATE         slowest acceptable transfer rate (256 KiB/s)
+    LIFEBOAT_S3_LIST_DEADLINE    a whole listing's deadline
+    LIFEBOAT_RETRY_ATTEMPTS      attempts per request (8)
+    LIFEBOAT_RETRY_BASE_MS       first backoff (exponential, with jitter)
+    LIFEBOAT_RETRY_BUDGET        never retry past this long (10m)
+    LIFEBOAT_HEARTBEAT           writer-record refresh interval (5m; FORMAT.md 11a)
+  Agent:
+    LIFEBOAT_CONFIG              a TOML file whose keys are these variables
+    LIFEBOAT_ON_LEASE_LOSS       keep-app or stop-app when this instance loses its volume lease
+    LIFEBOAT_PASS_SECRETS        true: pass lifeboat's secrets on to the app and hooks
+  Notifications:
+    LIFEBOAT_CONTROL_TOKEN       bearer token for POST /backup and GET /status (off without it)
+    LIFEBOAT_PING_URL            healthchecks.io-style URL: /start, success, /fail
+    LIFEBOAT_WEBHOOK_URL         JSON POST on every success and failure
+  Logs:
+    LIFEBOAT_LOG                 log filter (info, debug, lifeboat=debug)
+    LIFEBOAT_LOG_FORMAT          json: one JSON object per line
+    NO_COLOR                     no colour even on a terminal (logs are plain when not a terminal)
+The README's settings table has every variable with its default.";
+
 /// Every variable lifeboat knows: those of every command-line option, and [`OTHER_KNOWN`].
 pub fn known() -> Vec<String> {
     let mut out: Vec<String> = OTHER_KNOWN.iter().map(|s| s.to_string()).collect();

@@ -126,7 +126,9 @@ pub fn restore(
     planner.flush();
     drop(reporter);
     let mut out = std::mem::take(&mut planner.pipe.out);
-    out.dirs = planner.dirs.len() as u64;
+    // The backed-up directory itself counts, as the backup counted it, also when its contents
+    // land directly in the target (a one-path snapshot): the target takes its metadata.
+    out.dirs = planner.dirs.len() as u64 + u64::from(planner.root_meta.is_some());
     for (path, node) in planner.dirs.iter().rev() {
         if let Err(e) = apply_meta(path, node) {
             out.errors.push(e.to_string());
