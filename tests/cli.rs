@@ -503,10 +503,18 @@ fn help_is_grouped_lists_every_agent_variable_and_sdl_hides_repository_flags() {
         "LIFEBOAT_LIMIT_UPLOAD",
     ] {
         assert!(run.contains(v), "run --help does not mention {v}");
-        assert!(help(&["daemon"]).contains(v), "daemon --help does not mention {v}");
+        assert!(
+            help(&["daemon"]).contains(v),
+            "daemon --help does not mention {v}"
+        );
     }
     let check = help(&["sdl", "check"]);
-    for flag in ["--repo", "--password-file", "--password-command", "--no-cache"] {
+    for flag in [
+        "--repo",
+        "--password-file",
+        "--password-command",
+        "--no-cache",
+    ] {
         assert!(!check.contains(flag), "sdl check --help lists {flag}");
     }
     let inject = help(&["sdl", "inject"]);
@@ -538,4 +546,93 @@ fn backup_and_restore_count_the_same_directories() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(b["summary"]["dirs"], 4, "{b}");
     assert_eq!(r["restored"]["dirs"], b["summary"]["dirs"], "{r}");
+}
+
+#[test]
+fn readme_settings_table_names_the_flags_the_binary_has() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    // flag -> the variable it reads: each option's block starts with a line `  [-x, ]--flag` and
+    // holds `[env: LIFEBOAT_X=]` somewhere in its (wrapped) description.
+    let mut flag_env = std::collections::HashMap::new();
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let t = line.trim_start();
+        let opt = t.strip_prefix("-").and_then(|_| {
+            let t = t.split_once(", ").map_or(
+                t,
+                |(short, rest)| {
+                    if short.len() == 2 { rest } else { t }
+                },
+            );
+            t.strip_prefix("--")
+                .map(|f| format!("--{}", f.split([' ', '.']).next().unwrap()))
+        });
+        match opt {
+            Some(f) if line.starts_with("  ") => blocks.push((f, t.to_string())),
+            _ => {
+                if let Some(b) = blocks.last_mut() {
+                    b.1.push(' ');
+                    b.1.push_str(t);
+                }
+            }
+        }
+    }
+    for (flag, text) in blocks {
+        if let Some(rest) = text.split("[env: ").nth(1) {
+            let var: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                .collect();
+            flag_env.insert(flag, var);
+        }
+    }
+    assert!(flag_env.len() > 40, "{flag_env:?}");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let rows: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| *l != "| variable | flag | default | meaning |")
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    assert!(rows.len() > 40);
+    let mut vars_in_table = String::new();
+    for row in &rows {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let (vars, flags) = (cells[0], cells[1]);
+        vars_in_table.push_str(vars);
+        for f in flags.split(['`', ',', ' ']).filter(|f| f.starts_with("--")) {
+            let env = flag_env
+                .get(f)
+                .unwrap_or_else(|| panic!("README names {f}, which run --help does not have"));
+            let short = env.trim_start_matches("LIFEBOAT_");
+            // `LIFEBOAT_X` / `_FILE` covers LIFEBOAT_X_FILE.
+            let file_form = env
+                .strip_suffix("_FILE")
+                .is_some_and(|base| vars.contains(base) && vars.contains("`_FILE`"));
+            let keep = env
+                .strip_prefix("LIFEBOAT_KEEP_")
+                .is_some_and(|k| vars.contains("LIFEBOAT_KEEP_") && vars.contains(k));
+            assert!(
+                vars.contains(env.as_str()) || vars.contains(short) || file_form || keep,
+                "README row {vars} names {f}, which reads {env}"
+            );
+        }
+    }
+    for (flag, env) in &flag_env {
+        let short = env.trim_start_matches("LIFEBOAT_KEEP_");
+        let file_form = env
+            .strip_suffix("_FILE")
+            .is_some_and(|base| vars_in_table.contains(&format!("`{base}` / `_FILE`")));
+        assert!(
+            vars_in_table.contains(env.as_str())
+                || file_form
+                || (env.starts_with("LIFEBOAT_KEEP_") && vars_in_table.contains(short)),
+            "{env} ({flag}) is missing from the README's settings table"
+        );
+    }
 }
