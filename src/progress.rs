@@ -18,6 +18,8 @@ pub enum ProgressMode {
     Quiet,
     /// Terminal bar when stderr is a TTY, periodic log lines otherwise.
     Auto,
+    /// Log lines even on a terminal: the agent, whose stderr the app's output shares.
+    Log,
 }
 
 /// Counters shared with the workers.
@@ -59,6 +61,22 @@ impl Counters {
 
     /// The walk is over: the totals counted so far are the real ones.
     pub fn totals_final(&self) {
+        self.totals_known.store(true, Relaxed);
+    }
+
+    /// Totals counted by a scan ahead of the work (a backup's metadata-only walk): from now on
+    /// the workers do not add to them. Ignored once the totals are known.
+    pub fn scanned(&self, files: u64, bytes: u64) {
+        if !self.totals_known.swap(true, Relaxed) {
+            self.files_total.store(files, Relaxed);
+            self.bytes_total.store(bytes, Relaxed);
+        }
+    }
+
+    /// The real totals, once counted: they replace any scan's.
+    pub fn set_totals(&self, files: u64, bytes: u64) {
+        self.files_total.store(files, Relaxed);
+        self.bytes_total.store(bytes, Relaxed);
         self.totals_known.store(true, Relaxed);
     }
 
@@ -117,7 +135,7 @@ impl Reporter {
         if mode == ProgressMode::Quiet {
             return Reporter { stop, handle: None };
         }
-        let tty = std::io::stderr().is_terminal();
+        let tty = mode == ProgressMode::Auto && std::io::stderr().is_terminal();
         let stop2 = stop.clone();
         let handle = std::thread::spawn(move || {
             let start = Instant::now();
@@ -145,8 +163,11 @@ impl Reporter {
                         b.set_message(format!("{}{line}", gauge(f.map(|(f, _)| f), 20)));
                         b.tick();
                     }
-                    None if last_log.elapsed() >= Duration::from_secs(10)
-                        || (q > quarter && q < 4) =>
+                    // Nothing for the first ten seconds: a short run's start and end lines
+                    // say enough, and a backup every 30 s must not fill the log.
+                    None if start.elapsed() >= Duration::from_secs(10)
+                        && (last_log.elapsed() >= Duration::from_secs(10)
+                            || (q > quarter && q < 4)) =>
                     {
                         tracing::info!("{line}");
                         last_log = Instant::now();

@@ -323,7 +323,7 @@ fn restore_volume(
     let mut opts = RestoreOptions::new(&staging);
     // Narrated: a restore over the internet can take minutes, exactly when the owner watches
     // the container log (progress lines every 10 s and at each quarter).
-    opts.progress = crate::progress::ProgressMode::Auto;
+    opts.progress = crate::progress::ProgressMode::Log;
     info!(
         snapshot = %id.short(),
         files = snap.summary.total_files,

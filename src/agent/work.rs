@@ -180,6 +180,8 @@ fn backup_inner(agent: &Agent, reason: Reason) -> Result<(Id, backup::BackupOutc
 fn snapshot(agent: &Agent, reason: Reason) -> Result<(Id, backup::BackupOutcome)> {
     let cfg = &agent.cfg;
     let mut opts = BackupOptions::new(cfg.name.clone());
+    // A long backup logs where it is every 10 s (and at each quarter) once it has run 10 s.
+    opts.progress = crate::progress::ProgressMode::Log;
     opts.excludes = cfg.excludes.clone();
     opts.tags = cfg.tags.clone();
     opts.labels = cfg.labels.clone();

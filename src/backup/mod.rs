@@ -229,6 +229,15 @@ struct FileOutcome {
     size: u64,
 }
 
+/// Sets a flag when dropped (stops the progress scan whichever way the backup ends).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
+    }
+}
+
 /// Runs a backup and commits a snapshot. No lock is taken: a writer record with a heartbeat tells
 /// a concurrent prune this backup is alive (docs/FORMAT.md §11a).
 pub fn backup(repo: &Repository, source: &Source, opts: &BackupOptions) -> Result<BackupOutcome> {
@@ -300,6 +309,23 @@ fn run(
         .staging_dir()
         .unwrap_or_else(std::env::temp_dir);
     let reporter = Reporter::start(opts.progress, "backup", shared.progress.clone());
+    // The totals for the percentage: a metadata-only walk runs ahead of the readers (as restic's
+    // scanner does) and gives them as soon as it has counted; until then the parent's size is the
+    // estimate. Its own thread, not waited for: a backup never waits on its progress display.
+    let scan_stop = Arc::new(AtomicBool::new(false));
+    if opts.progress != ProgressMode::Quiet
+        && let Source::Paths(_) = source
+    {
+        let paths: Vec<PathBuf> = roots.iter().map(|(p, _)| p.clone()).collect();
+        let (counters, stop, ex) = (shared.progress.clone(), scan_stop.clone(), excludes.clone());
+        let one_fs = opts.one_file_system;
+        std::thread::spawn(move || {
+            if let Some((files, bytes)) = walk::scan(&paths, &ex, one_fs, &stop) {
+                counters.scanned(files, bytes);
+            }
+        });
+    }
+    let _stop_scan = StopOnDrop(scan_stop);
     let threads = opts.threads.max(1);
 
     let (job_tx, job_rx) = bounded::<Vec<FileJob>>(16);
@@ -385,7 +411,10 @@ fn run(
                     }
                 }
                 walker.send_jobs();
-                walker.shared.progress.totals_final();
+                walker
+                    .shared
+                    .progress
+                    .set_totals(walker.stats.total_files, walker.stats.total_bytes);
                 walk_stats = walker.stats;
                 asm = walker.asm;
                 // The rest of the walker (its job sender) is dropped: the job queue closes.

@@ -158,8 +158,7 @@ impl Walker<'_> {
             self.stats.total_files += 1;
             self.stats.total_bytes += node.size;
             let c = &self.shared.progress;
-            c.files_total.fetch_add(1, Relaxed);
-            c.bytes_total.fetch_add(node.size, Relaxed);
+            c.found(node.size);
             match parent.filter(|p| p.kind == NodeKind::File) {
                 Some(p) if !self.force && self.unchanged(p, &node) => {
                     self.stats.files_unmodified += 1;
@@ -299,4 +298,52 @@ impl Walker<'_> {
         self.stats.errors += 1;
         self.shared.warn(msg);
     }
+}
+
+/// Counts the regular files under `paths` and their bytes, reading metadata only, skipping what
+/// the backup skips (`excludes`; other file systems with `one_fs`). `None` when stopped first.
+/// For progress totals only: its figures are never stored.
+pub(super) fn scan(
+    paths: &[std::path::PathBuf],
+    excludes: &GlobSet,
+    one_fs: bool,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Option<(u64, u64)> {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for root in paths {
+        let Ok(meta) = fs::symlink_metadata(root) else {
+            continue;
+        };
+        let dev = meta.dev();
+        if meta.is_file() {
+            files += 1;
+            bytes += meta.len();
+            continue;
+        }
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            if stop.load(Relaxed) {
+                return None;
+            }
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                let p = e.path();
+                if excludes.is_match(&p) || excludes.is_match(Path::new(&e.file_name())) {
+                    continue;
+                }
+                let Ok(m) = fs::symlink_metadata(&p) else {
+                    continue;
+                };
+                if m.is_dir() {
+                    if !(one_fs && m.dev() != dev) {
+                        stack.push(p);
+                    }
+                } else if m.is_file() {
+                    files += 1;
+                    bytes += m.len();
+                }
+            }
+        }
+    }
+    Some((files, bytes))
 }
