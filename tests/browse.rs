@@ -276,7 +276,7 @@ fn tag_rewrites_snapshots_once_and_keeps_them_restorable() {
             "tag",
             "--add",
             "golden",
-            &tagged["short_id"].as_str().unwrap(),
+            tagged["short_id"].as_str().unwrap(),
         ],
     );
     assert!(again.contains("0 of 1 snapshot(s) changed"), "{again}");
