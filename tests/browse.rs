@@ -221,6 +221,24 @@ fn dump_writes_a_file_or_a_directory_as_tar_and_fails_on_damaged_data() {
         .unpack(&unpack)
         .unwrap();
     assert_eq!(manifest(&unpack.join("data")), manifest(&data));
+    // A tar archive is not written to a terminal (run under `script`, which gives it one).
+    let tty = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} dump latest /data", env!("CARGO_BIN_EXE_lifeboat")),
+            "/dev/null",
+        ])
+        .env("LIFEBOAT_REPOSITORY", &repo)
+        .env("LIFEBOAT_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(!tty.status.success());
+    assert!(
+        String::from_utf8_lossy(&tty.stdout)
+            .contains("refusing to write a tar archive to a terminal"),
+        "{}",
+        String::from_utf8_lossy(&tty.stdout)
+    );
     // No such path: named.
     let missing = lifeboat(&repo)
         .args(["dump", "latest", "/data/nope"])

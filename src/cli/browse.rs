@@ -280,6 +280,19 @@ pub(super) fn dump(g: &Global, a: &DumpArgs) -> Result<u8> {
     let trees = TreeLoader::new(&repo, &index);
     let (path, node) = browse::resolve(&trees, &snap, &a.path)?;
     let shown = if path.is_empty() { "/" } else { &path };
+    if a.target.is_none()
+        && node.kind == crate::repository::tree::NodeKind::Dir
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
+        return Err(Error::invalid(format!(
+            "dump {shown}: refusing to write a tar archive to a terminal; redirect it (> {}.tar) or pass -o FILE",
+            shown
+                .rsplit('/')
+                .next()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("snapshot")
+        )));
+    }
     let d = match &a.target {
         Some(t) => {
             // Written beside the target and renamed once complete: a failed dump leaves no
