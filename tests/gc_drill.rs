@@ -289,8 +289,8 @@ fn prune_beside_two_backups(base: &(dyn Fn() -> Command + Sync), scratch: &Path,
     assert!(expected.len() >= rounds, "too few backups committed");
 }
 
-#[test]
-fn prune_beside_two_running_backups_local() {
+/// The concurrent drill on a directory repository; `now`: with `prune --now`.
+fn beside_two_backups_local(now: bool) {
     let t = tempfile::tempdir().unwrap();
     let repo = t.path().join("repo");
     cli_init(&repo);
@@ -299,20 +299,17 @@ fn prune_beside_two_running_backups_local() {
         c.env("LIFEBOAT_HEARTBEAT", "500ms");
         c
     };
-    prune_beside_two_backups(&base, t.path(), false);
+    prune_beside_two_backups(&base, t.path(), now);
+}
+
+#[test]
+fn prune_beside_two_running_backups_local() {
+    beside_two_backups_local(false);
 }
 
 #[test]
 fn prune_now_beside_two_running_backups_local() {
-    let t = tempfile::tempdir().unwrap();
-    let repo = t.path().join("repo");
-    cli_init(&repo);
-    let base = || {
-        let mut c = lifeboat(&repo);
-        c.env("LIFEBOAT_HEARTBEAT", "500ms");
-        c
-    };
-    prune_beside_two_backups(&base, t.path(), true);
+    beside_two_backups_local(true);
 }
 
 #[test]

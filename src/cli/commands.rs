@@ -32,12 +32,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 .map(parse_chunk_sizes)
                 .transpose()?;
             let backend = backend::open(repo_location(g)?)?;
-            let pw = password::repository(
-                g.password_file.as_deref(),
-                g.password_command.as_deref(),
-                "LIFEBOAT_PASSWORD",
-                true,
-            )?;
+            let pw = repo_password(g, true)?;
             let opts = InitOptions {
                 pack_size: a
                     .pack_size_mib
@@ -591,12 +586,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 println!("{k}={v}");
             }
             let backend = backend::open(&location)?;
-            let pw = password::repository(
-                g.password_file.as_deref(),
-                g.password_command.as_deref(),
-                "LIFEBOAT_PASSWORD",
-                false,
-            )?;
+            let pw = repo_password(g, false)?;
             match Repository::open(backend, &pw) {
                 Ok(repo) => {
                     let n = repo
@@ -819,14 +809,20 @@ fn key_command(g: &Global, k: KeyCommand) -> Result<u8> {
 fn agent_access(g: &Global) -> Result<RepoAccess> {
     Ok(RepoAccess {
         location: repo_location(g)?.to_string(),
-        password: password::repository(
-            g.password_file.as_deref(),
-            g.password_command.as_deref(),
-            "LIFEBOAT_PASSWORD",
-            false,
-        )?,
+        password: repo_password(g, false)?,
         cache: !g.no_cache,
     })
+}
+
+/// The repository password from the global options, the environment or a prompt (`confirm`:
+/// asked twice, for `init`).
+fn repo_password(g: &Global, confirm: bool) -> Result<String> {
+    password::repository(
+        g.password_file.as_deref(),
+        g.password_command.as_deref(),
+        "LIFEBOAT_PASSWORD",
+        confirm,
+    )
 }
 
 fn repo_location(g: &Global) -> Result<&str> {
@@ -852,12 +848,7 @@ pub(super) fn open(g: &Global) -> Result<Repository> {
 /// For `check`: everything is read from the repository itself, never from the local cache.
 fn open_uncached(g: &Global) -> Result<Repository> {
     let backend = backend::open(repo_location(g)?)?;
-    let pw = password::repository(
-        g.password_file.as_deref(),
-        g.password_command.as_deref(),
-        "LIFEBOAT_PASSWORD",
-        false,
-    )?;
+    let pw = repo_password(g, false)?;
     Repository::open(backend, &pw)
 }
 
