@@ -60,6 +60,29 @@ pub fn list(repo: &Repository, snapshot: &Snapshot, prefix: &str) -> Result<Vec<
     Ok(out)
 }
 
+impl Entry {
+    /// The `ls -l` line: type and mode, size, mtime, path, and a symlink's target.
+    pub fn long(&self) -> String {
+        let t = match self.kind {
+            NodeKind::Dir => 'd',
+            NodeKind::File => '-',
+            NodeKind::Symlink => 'l',
+        };
+        let target = self
+            .target
+            .as_ref()
+            .map(|t| format!(" -> {t}"))
+            .unwrap_or_default();
+        format!(
+            "{t}{:04o} {:>12} {} {}{target}",
+            self.mode,
+            self.size,
+            self.mtime.format("%Y-%m-%d %H:%M:%S"),
+            self.path
+        )
+    }
+}
+
 /// The listed form of a node at `path`.
 pub fn entry(path: &str, n: &Node) -> Entry {
     Entry {

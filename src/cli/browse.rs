@@ -202,18 +202,7 @@ pub(super) fn find(g: &Global, a: &FindArgs) -> Result<u8> {
         .map_err(|e| Error::io("stdout", e))?;
         for e in &found {
             let l = if a.long {
-                let kind = match e.kind {
-                    crate::repository::tree::NodeKind::Dir => 'd',
-                    crate::repository::tree::NodeKind::File => '-',
-                    crate::repository::tree::NodeKind::Symlink => 'l',
-                };
-                format!(
-                    "  {kind}{:04o} {:>12} {} {}",
-                    e.mode,
-                    e.size,
-                    e.mtime.format("%Y-%m-%d %H:%M:%S"),
-                    e.path
-                )
+                format!("  {}", e.long())
             } else {
                 format!("  {}", e.path)
             };

@@ -212,19 +212,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             } else {
                 for e in entries {
                     if a.long {
-                        let t = match e.kind {
-                            crate::repository::tree::NodeKind::Dir => 'd',
-                            crate::repository::tree::NodeKind::File => '-',
-                            crate::repository::tree::NodeKind::Symlink => 'l',
-                        };
-                        let target = e.target.map(|t| format!(" -> {t}")).unwrap_or_default();
-                        println!(
-                            "{t}{:04o} {:>12} {} {}{target}",
-                            e.mode,
-                            e.size,
-                            e.mtime.format("%Y-%m-%d %H:%M:%S"),
-                            e.path
-                        );
+                        println!("{}", e.long());
                     } else {
                         println!("{}", e.path);
                     }
