@@ -312,8 +312,10 @@ fn run(
     // The totals for the percentage: a metadata-only walk runs ahead of the readers (as restic's
     // scanner does) and gives them as soon as it has counted; until then the parent's size is the
     // estimate. Its own thread, not waited for: a backup never waits on its progress display.
+    // Only for someone watching (the CLI): the agent's log lines, which start after 10 s, make
+    // do with the parent's estimate rather than walk a large volume twice on a small container.
     let scan_stop = Arc::new(AtomicBool::new(false));
-    if opts.progress != ProgressMode::Quiet
+    if opts.progress == ProgressMode::Auto
         && let Source::Paths(_) = source
     {
         let paths: Vec<PathBuf> = roots.iter().map(|(p, _)| p.clone()).collect();
