@@ -201,6 +201,19 @@ fn write_marker(path: &Path, name: &str, body: &serde_json::Value) -> Result<()>
         .ctx(|| format!("cannot write marker in {}", dir.display()))
 }
 
+/// What the volume was restored from and the file-system time the restore had finished by: the
+/// ctime of the `restored` marker, written after every restored file and its metadata. `None`
+/// when the volume was not restored by lifeboat or the marker cannot be read.
+/// See [`crate::backup::BackupOptions::restored`].
+pub fn restored_hint(path: &Path) -> Option<(Id, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let marker = path.join(MARKER_DIR).join(RESTORED);
+    let meta = std::fs::metadata(&marker).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&marker).ok()?).ok()?;
+    let id: Id = v["snapshot"].as_str()?.parse().ok()?;
+    Some((id, meta.ctime() * 1_000_000_000 + meta.ctime_nsec()))
+}
+
 /// Marks the restore finished: removes the in-progress marker and records what was restored.
 pub fn finish_marker(path: &Path, snapshot: &Id) -> Result<()> {
     write_marker(

@@ -182,6 +182,7 @@ fn snapshot(agent: &Agent, reason: Reason) -> Result<(Id, backup::BackupOutcome)
     let mut opts = BackupOptions::new(cfg.name.clone());
     // A long backup logs where it is every 10 s (and at each quarter) once it has run 10 s.
     opts.progress = crate::progress::ProgressMode::Log;
+    opts.restored = super::gate::restored_hint(&cfg.path);
     opts.excludes = cfg.excludes.clone();
     opts.tags = cfg.tags.clone();
     opts.labels = cfg.labels.clone();

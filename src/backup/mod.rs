@@ -108,6 +108,13 @@ pub struct BackupOptions {
     /// parent snapshot started is read again even when it looks unchanged (it may have been
     /// written within one timestamp tick after the parent read it; git's "racy clean" rule).
     pub live_files: bool,
+    /// The volume was restored from this snapshot, finishing before file-system time `.1`
+    /// (nanoseconds; the ctime of the marker written after the restore). When it is also the
+    /// parent, a file whose size and mtime match the parent's and whose ctime is earlier than
+    /// that is the restore's own copy, whatever its (new) inode and ctime say, and is not read
+    /// again: the first backup after a new lease's restore re-reads nothing. A write after the
+    /// restore sets the file's ctime at or after the marker's, so it is still read.
+    pub restored: Option<(Id, i64)>,
     /// Do not descend into directories on another file system than their backup path (restic's
     /// `--one-file-system`); their mount points are kept, empty.
     pub one_file_system: bool,
@@ -161,6 +168,7 @@ impl BackupOptions {
             late_files: None,
             live_files: false,
             one_file_system: false,
+            restored: None,
         }
     }
 }
@@ -404,6 +412,10 @@ fn run(
                     vanished_ok: opts.live_files,
                     one_file_system: opts.one_file_system,
                     root_dev: 0,
+                    restored_before_ns: match (&parent, opts.restored) {
+                        (Some((pid, _, _)), Some((rid, t))) if *pid == rid => Some(t),
+                        _ => None,
+                    },
                 };
                 let parent_root = parent.as_ref().map(|(_, t, _)| t);
                 for (path, name) in &roots {

@@ -82,6 +82,9 @@ pub(super) struct Walker<'a> {
     pub one_file_system: bool,
     /// The device of the backup path being walked.
     pub root_dev: u64,
+    /// See `BackupOptions::restored`: set when the parent is the snapshot the volume was
+    /// restored from.
+    pub restored_before_ns: Option<i64>,
 }
 
 /// Fills a node's metadata fields from `lstat` results.
@@ -203,11 +206,14 @@ impl Walker<'_> {
     }
 
     fn unchanged(&self, p: &Node, n: &Node) -> bool {
+        // The same inode untouched since the parent read it; or the restore's own copy of the
+        // parent's file, not touched since the restore ended.
+        let same = (p.ctime_ns == n.ctime_ns && p.inode == n.inode)
+            || self.restored_before_ns.is_some_and(|t| n.ctime_ns < t);
         p.size == n.size
             && p.mtime_ns == n.mtime_ns
             && n.mtime_ns < self.racy_before_ns
-            && p.ctime_ns == n.ctime_ns
-            && p.inode == n.inode
+            && same
             && p.content.iter().all(|id| self.shared.vouch.reusable(id))
     }
 
