@@ -113,8 +113,10 @@ pub fn run(dir: &Path) -> Result<u8> {
         "lifeboat"
     };
     println!(
-        "\nTry it yourself:\n  export LIFEBOAT_REPOSITORY={} LIFEBOAT_PASSWORD={PASSWORD}\n  {cmd} snapshots\n  {cmd} ls latest",
-        repo_dir.display()
+        "\nTry it yourself:\n  export LIFEBOAT_REPOSITORY={} LIFEBOAT_PASSWORD={PASSWORD}\n  {cmd} snapshots\n  {cmd} ls latest\n  {cmd} diff {} {}\n  {cmd} stats",
+        repo_dir.display(),
+        first.id.short(),
+        second.id.short()
     );
     Ok(0)
 }
