@@ -49,13 +49,33 @@ fn dockerfile_copies_what_exists_and_runs_the_documented_static_build() {
         readme.contains(&format!("{flags} {cmd}")),
         "README does not document the build"
     );
-    // The binary copied out is where that build puts it, and it becomes the entrypoint.
+    // The binary that build puts out is what container/stage-rootfs.sh stages, and the staged
+    // root filesystem is all the final image holds.
     let out = "target/x86_64-unknown-linux-gnu/release/lifeboat";
-    assert!(df.contains(&format!(
-        "COPY --from=build /src/{out} /usr/local/bin/lifeboat"
-    )));
+    assert!(
+        df.contains(&format!("./container/stage-rootfs.sh {out} /rootfs")),
+        "{df}"
+    );
     assert!(df.contains("ENTRYPOINT [\"/usr/local/bin/lifeboat\"]"));
-    assert!(df.contains("distroless/static") && df.contains("USER 65532"));
+    assert!(df.contains("FROM scratch") && df.contains("USER 65532"));
+    // The image the test suite builds without a registry (container/Containerfile) is the
+    // published one's final stage line for line, but for where the staged directory comes from.
+    let cf = read("container/Containerfile");
+    let final_stage = |text: &str| -> Vec<String> {
+        text.lines()
+            .skip_while(|l| *l != "FROM scratch")
+            .map(|l| {
+                l.replace("COPY --from=build ", "COPY ")
+                    .replace(" /rootfs/", " rootfs/")
+            })
+            .collect()
+    };
+    assert!(final_stage(&df).len() > 5);
+    assert_eq!(
+        final_stage(&df),
+        final_stage(&cf),
+        "container/Dockerfile's final stage and container/Containerfile differ"
+    );
     assert!(df.contains("org.opencontainers.image.source"));
     // The Rust image is the toolchain this project builds with.
     let rustc = Command::new("rustc").arg("--version").output().unwrap();

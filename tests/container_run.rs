@@ -100,7 +100,7 @@ fn lifeboat_image_runs_version_demo_and_a_backup_to_s3() {
     let tar = podman(&["export", &probe]);
     assert!(tar.status.success());
     let list = std::process::Command::new("tar")
-        .args(["-tvf", "-"])
+        .args(["--numeric-owner", "-tvf", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -183,7 +183,7 @@ fn lifeboat_image_runs_version_demo_and_a_backup_to_s3() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(
         common::manifest(data.path()),
-        common::manifest(&target.path().join("r/data")),
+        common::manifest(&target.path().join("r")),
         "what the image backed up is not what the host restored"
     );
     eprintln!(
@@ -196,8 +196,10 @@ fn lifeboat_image_runs_version_demo_and_a_backup_to_s3() {
 /// The app image, made from sdl-snippets/postgres.yaml by `lifeboat sdl inject --mode image`:
 /// (image, env from the SDL it printed, with test values for the placeholders).
 fn app_image(work: &Path, repo: &str, pgport: u16) -> (String, Vec<(String, String)>) {
+    // The static build (minutes, on the CPU) and the debootstrap (mostly the mirror) overlap.
+    let pg = std::thread::spawn(podman::postgres_image);
     let lifeboat = podman::lifeboat_image();
-    let base = podman::postgres_image();
+    let base = pg.join().unwrap();
     let built = "localhost/lifeboat-test/postgres-lifeboat:16";
     let ctx = work.join("app");
     std::fs::create_dir_all(&ctx).unwrap();
@@ -426,6 +428,9 @@ fn app_image_restores_itself_on_a_new_volume_and_refuses_to_start_without_s3() {
         "PostgreSQL started before the restore finished:\n{log2}"
     );
     podman_ok(&["stop", &c2]);
+    if std::env::var_os("LIFEBOAT_TEST_LOGS").is_some() {
+        eprintln!("--- first container:\n{log1}\n--- second container:\n{log2}");
+    }
 
     // 4. The S3 server down at start: the gate gives up, the app never starts, exit code 13.
     let dead = format!(

@@ -15,6 +15,8 @@ command -v debootstrap >/dev/null 2>&1 || missing="$missing debootstrap"
 # podman's network backend for podman-compose's per-project network.
 [ -x /usr/lib/podman/netavark ] || [ -x /usr/libexec/podman/netavark ] || missing="$missing netavark aardvark-dns"
 command -v iptables >/dev/null 2>&1 || missing="$missing iptables"
+# The pause process of pods (`podman kube play`), built into a local image: no registry needed.
+command -v catatonit >/dev/null 2>&1 || [ -x /usr/libexec/podman/catatonit ] || missing="$missing catatonit"
 
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then
@@ -34,14 +36,7 @@ if [ -n "$missing" ]; then
 fi
 
 conf=/etc/containers/containers.conf.d/lifeboat-tests.conf
-if [ ! -s "$conf" ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "install-podman.sh: $conf missing (run as root to write it)" >&2
-        exit 1
-    fi
-    mkdir -p "$(dirname "$conf")"
-    cat > "$conf" <<'EOF'
-# Written by lifeboat's tests/install-podman.sh: the settings podman needs on the project's
+want='# Written by lifeboat'"'"'s tests/install-podman.sh: the settings podman needs on the project'"'"'s
 # machines (crun fails on their cgroup layout; rlimits cannot be set inside a container there).
 [containers]
 default_ulimits = []
@@ -50,7 +45,16 @@ default_ulimits = []
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
-EOF
+
+[network]
+network_backend = "netavark"'
+if [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "install-podman.sh: $conf missing or different (run as root to write it)" >&2
+        exit 1
+    fi
+    mkdir -p "$(dirname "$conf")"
+    printf '%s\n' "$want" >"$conf"
 fi
 
 if ! command -v podman-compose >/dev/null 2>&1; then
