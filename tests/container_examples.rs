@@ -2,8 +2,8 @@
 //! tests/install-podman.sh): the published file, copied verbatim, plus an override that only
 //! swaps the registry images for the ones built here (tests/podman), points the repository at
 //! the S3 server on the host's loopback (so `network_mode: host`) and gives PostgreSQL and the
-//! sidecar's HTTP endpoint free ports. The documented first step (`run --rm --no-deps lifeboat
-//! init`), then `up`: `restore` has finished (exit 0) before the app and the sidecar start;
+//! sidecar's HTTP endpoint free ports. A first `up` on an empty bucket: `restore` creates the
+//! repository and has finished (exit 0) before the app and the sidecar start;
 //! rows are written; `stop` stops the app before the sidecar, whose final backup succeeds;
 //! `down -v` removes the volume and `up` restores every row into the new one.
 //!
@@ -179,8 +179,7 @@ fn compose_example_restores_first_and_brings_a_removed_volume_back() {
         ],
     };
 
-    // The documented first step, then `up`.
-    p.compose_ok(&["run", "--rm", "--no-deps", "lifeboat", "init"]);
+    // A first `up` on an empty bucket: `restore` creates the repository, nothing to restore.
     p.compose_ok(&["up", "-d"]);
     wait_sql(&p, pgport, "select 1");
     assert_restore_ok(&p);

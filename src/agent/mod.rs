@@ -93,7 +93,10 @@ impl Reason {
     }
 }
 
-fn connect(access: &RepoAccess) -> Result<Repository> {
+/// Opens the repository, creating it when there is none yet (a first deployment): the agent and
+/// the init-container restore (`restore --if-empty`) both start from here, so an app's first
+/// `up` needs no separate `init`. Creation is logged.
+pub(crate) fn connect(access: &RepoAccess) -> Result<Repository> {
     let backend = crate::backend::open(&access.location)?;
     let repo = match Repository::open(backend, &access.password) {
         Ok(r) => r,

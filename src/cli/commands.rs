@@ -221,7 +221,9 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Restore(a) if a.if_empty => {
-            let repo = open(g)?;
+            // As the agent's gate does: no repository yet is a first deployment, and the
+            // repository is created (logged) so that the sidecar and later restores find it.
+            let repo = crate::agent::connect(&agent_access(g)?)?;
             // Like any restore target, it is created when missing (an init container given a
             // path inside its mount); the agent itself requires its mount to exist.
             std::fs::create_dir_all(&a.target).map_err(|e| {
