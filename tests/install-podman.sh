@@ -18,22 +18,8 @@ command -v iptables >/dev/null 2>&1 || missing="$missing iptables"
 # The pause process of pods (`podman kube play`), built into a local image: no registry needed.
 command -v catatonit >/dev/null 2>&1 || [ -x /usr/libexec/podman/catatonit ] || missing="$missing catatonit"
 
-if [ -n "$missing" ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "install-podman.sh: missing:$missing (run as root to install them)" >&2
-        exit 1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    # Keep the packages' own services from starting.
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-        chmod +x /usr/sbin/policy-rc.d
-        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-    fi
-    apt-get update -qq
-    # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
-fi
+# shellcheck disable=SC2086
+sh "$(dirname "$0")/apt-install.sh" install-podman.sh $missing
 
 conf=/etc/containers/containers.conf.d/lifeboat-tests.conf
 want='# Written by lifeboat'"'"'s tests/install-podman.sh: the settings podman needs on the project'"'"'s

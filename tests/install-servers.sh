@@ -11,20 +11,5 @@ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing="$mi
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server redis-tools"
 [ -x /usr/lib/postgresql/15/bin/postgres ] || missing="$missing postgresql-15 postgresql-client-15"
 
-if [ -z "$missing" ]; then
-    exit 0
-fi
-if [ "$(id -u)" != 0 ]; then
-    echo "install-servers.sh: missing:$missing (run as root to install them)" >&2
-    exit 1
-fi
-export DEBIAN_FRONTEND=noninteractive
-# Keep the packages' own services from starting (nothing here should run as a system daemon).
-if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-    chmod +x /usr/sbin/policy-rc.d
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-fi
-apt-get update -qq
 # shellcheck disable=SC2086
-apt-get install -y -qq --no-install-recommends $missing >/dev/null
+exec sh "$(dirname "$0")/apt-install.sh" install-servers.sh $missing
