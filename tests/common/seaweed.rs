@@ -83,9 +83,26 @@ fn free_ports(n: usize) -> Vec<u16> {
     panic!("no free ports");
 }
 
+/// Starts the server, on fresh ports again when an attempt dies at start: SeaweedFS derives
+/// further ports from the ones given (gRPC at +10000), which a free-port probe cannot reserve.
 fn start() -> SeaweedFs {
+    let mut last = String::new();
+    for attempt in 1..=3 {
+        match start_once(attempt) {
+            Ok(s) => return s,
+            Err(e) => {
+                eprintln!("SeaweedFS attempt {attempt} failed; trying other ports");
+                last = e;
+            }
+        }
+    }
+    panic!("{last}");
+}
+
+fn start_once(attempt: u32) -> Result<SeaweedFs, String> {
     let weed = weed_binary();
-    let dir = std::env::temp_dir().join(format!("lifeboat-seaweed-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("lifeboat-seaweed-{}-{attempt}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("data")).unwrap();
     let cfg = dir.join("s3.json");
@@ -133,7 +150,7 @@ fn start() -> SeaweedFs {
     });
     let pid = rx.recv().unwrap();
     let log_path = std::env::temp_dir()
-        .join(format!("lifeboat-seaweed-{}", std::process::id()))
+        .join(format!("lifeboat-seaweed-{}-{attempt}", std::process::id()))
         .join("weed.log");
     let addr: SocketAddr = format!("127.0.0.1:{s3_port}").parse().unwrap();
     let start = Instant::now();
@@ -147,17 +164,26 @@ fn start() -> SeaweedFs {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let alive = !stat.is_empty() && !stat.contains(") Z ");
         if !alive || start.elapsed() > Duration::from_secs(90) {
+            if alive {
+                // Hung rather than dead: stop it before trying other ports.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
+            }
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            // The fatal line, not only the stack trace that follows it.
+            let fatal: Vec<&str> = log.lines().filter(|l| l.starts_with('F')).collect();
             let mut tail: Vec<&str> = log.lines().rev().take(15).collect();
             tail.reverse();
-            panic!(
-                "SeaweedFS did not start on {addr}; its log ends:\n{}",
+            return Err(format!(
+                "SeaweedFS did not start on {addr}; {}; its log ends:\n{}",
+                fatal.join(" | "),
                 tail.join("\n")
-            );
+            ));
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    SeaweedFs { s3: addr }
+    Ok(SeaweedFs { s3: addr })
 }
 
 fn s3_ready(addr: SocketAddr) -> bool {
