@@ -636,3 +636,46 @@ fn readme_settings_table_names_the_flags_the_binary_has() {
         );
     }
 }
+
+/// `lifeboat backup` of a directory holding a database that is open and being written (SQLite
+/// in WAL mode, with frames in its log) is refused before anything is stored, in one line that
+/// names the file and the ways out; `--allow-live-database` accepts the copy.
+#[test]
+fn backup_of_a_live_database_is_refused_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    cli_init(&repo);
+    let data = tmp.path().join("data");
+    fs::create_dir_all(data.join("app")).unwrap();
+    fs::write(data.join("app/notes.txt"), "x").unwrap();
+    let db = rusqlite::Connection::open(data.join("app/app.db")).unwrap();
+    db.pragma_update(None, "journal_mode", "WAL").unwrap();
+    db.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    db.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let out = lifeboat(&repo).arg("backup").arg(&data).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("live SQLite database")
+            && err.contains("app.db")
+            && err.contains("--allow-live-database"),
+        "{err}"
+    );
+    let snaps = lifeboat(&repo)
+        .args(["snapshots", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&snaps.stdout).trim(), "[]");
+    let out = lifeboat(&repo)
+        .args(["backup", "--allow-live-database"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    drop(db);
+    // Closed cleanly, the database has no log left: an ordinary backup.
+    let out = lifeboat(&repo).arg("backup").arg(&data).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

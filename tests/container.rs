@@ -134,17 +134,51 @@ fn compose_and_kubernetes_examples_parse_and_use_real_commands() {
         services["app"]["depends_on"]["restore"]["condition"],
         "service_completed_successfully"
     );
-    let k8s: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&read("container/k8s/statefulset.yaml")).unwrap();
-    let spec = &k8s["spec"]["template"]["spec"];
-    assert_eq!(spec["initContainers"][0]["args"][2], "--if-empty");
-    let sidecar = spec["containers"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "lifeboat")
-        .unwrap();
+    // Kubernetes, SQLite app: restore init container, then a native sidecar running the daemon,
+    // both reading one settings list (an anchor), which names the database.
+    let vw: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read("container/k8s/vaultwarden.yaml")).unwrap();
+    let spec = &vw["spec"]["template"]["spec"];
+    let inits = spec["initContainers"].as_sequence().unwrap();
+    assert_eq!(inits.len(), 2);
+    let (restore, sidecar) = (&inits[0], &inits[1]);
+    let args: Vec<String> = serde_yaml_ng::from_value(restore["args"].clone()).unwrap();
+    assert_eq!(&args[..3], ["restore", "latest", "--if-empty"]);
+    assert!(restore.get("restartPolicy").is_none());
+    assert_eq!(sidecar["restartPolicy"], "Always", "a native sidecar");
     assert_eq!(sidecar["args"][0], "daemon");
+    assert_eq!(restore["env"], sidecar["env"]);
+    let env = |c: &serde_yaml_ng::Value, k: &str| {
+        c["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == k)
+            .map(|e| e["value"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(env(sidecar, "LIFEBOAT_PATH").as_deref(), Some("/data"));
+    assert_eq!(
+        env(sidecar, "LIFEBOAT_SQLITE").as_deref(),
+        Some("/data/db.sqlite3")
+    );
+    // Kubernetes, PostgreSQL: one container, lifeboat as the image's entrypoint (the image
+    // `sdl inject --mode image` makes), the postgres method.
+    let pg: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read("container/k8s/postgres.yaml")).unwrap();
+    let spec = &pg["spec"]["template"]["spec"];
+    assert!(spec.get("initContainers").is_none());
+    let containers = spec["containers"].as_sequence().unwrap();
+    assert_eq!(containers.len(), 1);
+    assert_eq!(
+        env(&containers[0], "LIFEBOAT_METHOD").as_deref(),
+        Some("postgres")
+    );
+    assert!(
+        containers[0]["image"]
+            .as_str()
+            .unwrap()
+            .ends_with("/postgres-lifeboat:16")
+    );
     lifeboat_has(&["restore"]);
     lifeboat_has(&["daemon"]);
     lifeboat_has(&["sdl", "inject"]);

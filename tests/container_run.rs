@@ -196,68 +196,9 @@ fn lifeboat_image_runs_version_demo_and_a_backup_to_s3() {
 /// The app image, made from sdl-snippets/postgres.yaml by `lifeboat sdl inject --mode image`:
 /// (image, env from the SDL it printed, with test values for the placeholders).
 fn app_image(work: &Path, repo: &str, pgport: u16) -> (String, Vec<(String, String)>) {
-    // The static build (minutes, on the CPU) and the debootstrap (mostly the mirror) overlap.
-    let pg = std::thread::spawn(podman::postgres_image);
-    let lifeboat = podman::lifeboat_image();
-    let base = pg.join().unwrap();
-    let built = "localhost/lifeboat-test/postgres-lifeboat:16";
-    let ctx = work.join("app");
-    std::fs::create_dir_all(&ctx).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
-        .args(["sdl", "inject", "--mode", "image", "--service", "postgres"])
-        .arg(podman::root().join("sdl-snippets/postgres.yaml"))
-        .args(["--image", built, "--dockerfile"])
-        .arg(ctx.join("Dockerfile"))
-        .arg("-o")
-        .arg(ctx.join("deploy.yaml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sdl inject: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let df = std::fs::read_to_string(ctx.join("Dockerfile")).unwrap();
-    let from_lifeboat = format!(
-        "FROM ghcr.io/lifeboat-backup/lifeboat:{} AS lifeboat",
-        env!("CARGO_PKG_VERSION")
-    );
-    let froms: Vec<&str> = df.lines().filter(|l| l.starts_with("FROM ")).collect();
-    assert_eq!(froms, [from_lifeboat.as_str(), "FROM postgres:16"], "{df}");
-    let local = df
-        .replace(&from_lifeboat, &format!("FROM {lifeboat} AS lifeboat"))
-        .replace("FROM postgres:16\n", &format!("FROM {base}\n"));
-    std::fs::write(ctx.join("Dockerfile"), &local).unwrap();
-    let t = Instant::now();
-    podman_ok(&["build", "-q", "-t", built, ctx.to_str().unwrap()]);
-    eprintln!(
-        "app image: built in {:.1}s, {} bytes (base {} bytes)",
-        t.elapsed().as_secs_f64(),
-        podman::image_size(built),
-        podman::image_size(base)
-    );
-    // The image's ENTRYPOINT and CMD are the SDL's command and args: the SDL runs it unchanged.
-    let sdl: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&std::fs::read_to_string(ctx.join("deploy.yaml")).unwrap())
-            .unwrap();
-    let svc = &sdl["services"]["postgres"];
+    let (built, svc) = podman::postgres_app_image(work);
     let words =
         |v: &serde_yaml_ng::Value| -> Vec<String> { serde_yaml_ng::from_value(v.clone()).unwrap() };
-    let inspect = podman_ok(&[
-        "image",
-        "inspect",
-        "--format",
-        "{{json .Config.Entrypoint}} {{json .Config.Cmd}} {{.Config.StopSignal}}",
-        built,
-    ]);
-    assert_eq!(
-        inspect.trim(),
-        format!(
-            "{} {} SIGINT",
-            serde_json::to_string(&words(&svc["command"])).unwrap(),
-            serde_json::to_string(&words(&svc["args"])).unwrap()
-        )
-    );
     let env = words(&svc["env"])
         .into_iter()
         .map(|e| {
@@ -277,7 +218,7 @@ fn app_image(work: &Path, repo: &str, pgport: u16) -> (String, Vec<(String, Stri
         })
         .chain([("PGPORT".to_string(), pgport.to_string())])
         .collect();
-    (built.to_string(), env)
+    (built, env)
 }
 
 /// `podman run -d` of the app image on `volume`, stopped with a 30 s grace (Kubernetes' and

@@ -1,7 +1,8 @@
 #!/bin/sh
-# Makes the base of the container tests' app image (tests/container_run.rs): a Debian 12 root
-# filesystem with PostgreSQL 15, made with debootstrap from the Debian mirror this machine's apt
-# uses (no container registry is reachable here), packed as a tarball for `podman import`.
+# Makes the base of the container tests' app images (tests/container_run.rs, container_k8s.rs):
+# a Debian 12 root filesystem with PostgreSQL 15 and the sqlite3 shell, made with debootstrap
+# from the Debian mirror this machine's apt uses (no container registry is reachable here),
+# packed as a tarball for `podman import`.
 # Usage: tests/pg-rootfs.sh OUT.tar. Does nothing when OUT.tar exists (the cache, reused between
 # runs); builds into OUT.tar.tmp and renames, so an interrupted run leaves no half tarball.
 # Needs root (debootstrap chroots); tests/install-podman.sh installs debootstrap.
@@ -35,7 +36,7 @@ cp /etc/resolv.conf "$dir/etc/resolv.conf" 2>/dev/null || true
 chroot "$dir" sh -ec '
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold \
-        postgresql-15 postgresql-client-15 ca-certificates >/dev/null
+        postgresql-15 postgresql-client-15 sqlite3 ca-certificates >/dev/null
     apt-get clean
     rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/* /usr/share/locale/*
 '

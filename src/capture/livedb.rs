@@ -3,7 +3,8 @@
 //! agent starts and before each files-mode backup, the volume is searched (bounded: a few levels
 //! deep, a limited number of entries) for:
 //!
-//! - a PostgreSQL data directory (`PG_VERSION`) with a `postmaster.pid` whose process is alive;
+//! - a PostgreSQL data directory (`PG_VERSION`) with a `postmaster.pid` that this process cannot
+//!   show to be stale (below: a sidecar sees another container's PIDs as absent or as its own);
 //! - a MySQL/MariaDB data directory (a `mysql` schema directory beside `ibdata1`,
 //!   `aria_log_control` or `auto.cnf`) whose server holds its file locks, has a live `*.pid` file
 //!   or a socket in the directory;
@@ -30,7 +31,7 @@ pub struct LiveDatabase {
 }
 
 impl LiveDatabase {
-    /// The one-line refusal.
+    /// The agent's one-line refusal.
     pub fn refusal(&self) -> String {
         format!(
             "refusing to back up a live {} database in files mode: {} ({}); a file copy of a running database restores broken. {}, or set LIFEBOAT_ALLOW_LIVE_DATABASE=true to accept the copy",
@@ -38,6 +39,17 @@ impl LiveDatabase {
             self.path.display(),
             self.evidence,
             self.advice
+        )
+    }
+
+    /// The one-line refusal of `lifeboat backup PATH`, whose alternatives are a dump through
+    /// `--stdin-from-command` or the agent's methods.
+    pub fn cli_refusal(&self) -> String {
+        format!(
+            "refusing to back up a live {} database's files: {} ({}); a file copy of a running database restores broken. Back up a dump (`lifeboat backup --stdin-from-command 'pg_dumpall -U postgres' --stdin-filename all.sql`, or the database's own dump tool), stop the database first, or pass --allow-live-database to accept the copy",
+            self.kind,
+            self.path.display(),
+            self.evidence,
         )
     }
 }
@@ -79,18 +91,13 @@ pub fn find(root: &Path, skip: &[PathBuf]) -> Option<LiveDatabase> {
 
 fn check_dir(dir: &Path) -> Option<LiveDatabase> {
     if dir.join("PG_VERSION").is_file() {
-        let pidfile = dir.join("postmaster.pid");
-        let text = fs::read_to_string(&pidfile).ok()?;
-        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-        if alive(pid) {
-            return Some(LiveDatabase {
-                kind: "PostgreSQL",
-                path: dir.to_path_buf(),
-                evidence: format!("PG_VERSION and postmaster.pid of running process {pid}"),
-                advice: "Set LIFEBOAT_METHOD=postgres for hot base backups with WAL archiving (or LIFEBOAT_DUMP_COMMAND, e.g. `pg_dumpall -U postgres`, for a dump)",
-            });
-        }
-        return None;
+        let evidence = postgres_live(&dir.join("postmaster.pid"))?;
+        return Some(LiveDatabase {
+            kind: "PostgreSQL",
+            path: dir.to_path_buf(),
+            evidence,
+            advice: "Set LIFEBOAT_METHOD=postgres for hot base backups with WAL archiving (or LIFEBOAT_DUMP_COMMAND, e.g. `pg_dumpall -U postgres`, for a dump)",
+        });
     }
     if dir.join("mysql").is_dir()
         && ["ibdata1", "aria_log_control", "auto.cnf"]
@@ -105,6 +112,89 @@ fn check_dir(dir: &Path) -> Option<LiveDatabase> {
         });
     }
     None
+}
+
+/// Why the server that wrote `pidfile` may be running, or None when it is stopped (no file)
+/// or provably gone.
+///
+/// The PID in the file is only meaningful in the PID namespace of the server that wrote it. In
+/// a sidecar (another container of the pod, or a compose service) that PID is absent or names
+/// another process, lifeboat itself when both are PID 1, so a PID that is not a live
+/// `postgres` process here proves nothing. What does cross containers is the System V shared
+/// memory segment every postmaster keeps attached for as long as it or any backend lives
+/// (PostgreSQL's own interlock against a second postmaster, `PGSharedMemoryIsInUse`): a pod's
+/// containers share one IPC namespace. Its key and id are on the file's seventh line. So:
+/// a live `postgres` process with that PID here, or a segment with that key and processes
+/// attached, is a running server; a segment with that key and nobody attached is the leftover
+/// of a crash, and the server is gone; anything else cannot be decided from here and counts as
+/// running (the refusal says how to clear a stale file), because copying a running server's
+/// files silently would be the worse mistake.
+fn postgres_live(pidfile: &Path) -> Option<String> {
+    let text = fs::read_to_string(pidfile).ok()?;
+    let mut lines = text.lines();
+    let pid: i32 = lines.next()?.trim().parse().ok()?;
+    let here = if alive(pid) {
+        match fs::read_to_string(format!("/proc/{pid}/comm")) {
+            Ok(comm) => {
+                let comm = comm.trim().to_string();
+                if comm == "postgres" || comm == "postmaster" {
+                    return Some(format!(
+                        "postmaster.pid names running PostgreSQL process {pid}"
+                    ));
+                }
+                format!("is {comm:?} here, not PostgreSQL")
+            }
+            // No /proc to ask: as before it was asked, a live PID counts.
+            Err(_) => return Some(format!("postmaster.pid names running process {pid}")),
+        }
+    } else {
+        "does not exist here".to_string()
+    };
+    let segment = text.lines().nth(6).and_then(|l| {
+        let mut f = l.split_whitespace();
+        Some((
+            f.next()?.parse::<i64>().ok()?,
+            f.next()?.parse::<i32>().ok()?,
+        ))
+    });
+    if let Some((key, id)) = segment {
+        match shm_attached(id, key) {
+            Some(0) => return None,
+            Some(n) => {
+                return Some(format!(
+                    "its shared memory segment (key {key}) has {n} processes attached"
+                ));
+            }
+            None => {}
+        }
+    }
+    Some(format!(
+        "postmaster.pid names process {pid}, which {here}: PostgreSQL running in another container, or a file left by a crash; if PostgreSQL is stopped, start and stop it once, or remove {}",
+        pidfile.display()
+    ))
+}
+
+/// Processes attached to the System V shared memory segment `id`, when it exists in this IPC
+/// namespace with key `key` (an id alone may have been reused).
+///
+/// Read from `/proc/sysvipc/shm`, which lists every segment of the namespace to any reader:
+/// `shmctl(IPC_STAT)` needs read permission on the segment (PostgreSQL's is 0600, its own
+/// user's), and a container's root lacks CAP_IPC_OWNER. Without /proc, IPC_STAT is tried.
+fn shm_attached(id: i32, key: i64) -> Option<u64> {
+    if let Ok(table) = fs::read_to_string("/proc/sysvipc/shm") {
+        // Columns: key shmid perms size cpid lpid nattch ...
+        return table.lines().skip(1).find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.len() > 6 && f[0].parse::<i64>().ok()? == key && f[1].parse::<i32>().ok()? == id)
+                .then(|| f[6].parse().ok())
+                .flatten()
+        });
+    }
+    // SAFETY: a zeroed shmid_ds is a valid buffer; IPC_STAT only fills it in.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: IPC_STAT with a valid buffer reads the segment's metadata and nothing else.
+    let r = unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) };
+    (r == 0 && i64::from(ds.shm_perm.__key) == key).then_some(ds.shm_nattch as u64)
 }
 
 fn mysql_live(dir: &Path) -> Option<String> {
@@ -189,7 +279,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn postgres_with_a_live_pid_is_found_and_a_stale_one_is_not() {
+    fn postgres_with_a_live_pid_is_found_and_an_unprovable_one_is_refused() {
         let d = tempfile::tempdir().unwrap();
         let pg = d.path().join("app/pgdata");
         fs::create_dir_all(&pg).unwrap();
@@ -206,7 +296,70 @@ mod tests {
         assert!(msg.contains("pg_dumpall") && !msg.contains('\n'), "{msg}");
         assert!(find(d.path(), &[d.path().join("app")]).is_none(), "skipped");
         fs::write(pg.join("postmaster.pid"), "999999999\n").unwrap();
-        assert!(find(d.path(), &[]).is_none(), "stale pid");
+        let db = find(d.path(), &[]).expect("a PID that is not visible proves nothing");
+        assert!(
+            db.evidence.contains("does not exist here") && db.evidence.contains("remove"),
+            "{}",
+            db.evidence
+        );
+    }
+
+    /// What a sidecar sees: a PID from another namespace (here absent, or a process that is not
+    /// PostgreSQL), and the postmaster's shared memory segment in the pod's IPC namespace.
+    #[test]
+    fn postgres_in_another_pid_namespace_is_judged_by_its_shared_memory() {
+        let d = tempfile::tempdir().unwrap();
+        let pg = d.path().join("pgdata");
+        fs::create_dir_all(&pg).unwrap();
+        fs::write(pg.join("PG_VERSION"), "16\n").unwrap();
+        // A private key no other test uses.
+        let key = 0x4c42_0000 + (std::process::id() as i32 & 0xffff);
+        // SAFETY: creating a one-page segment; removed below.
+        let id = unsafe { libc::shmget(key, 4096, libc::IPC_CREAT | 0o600) };
+        assert!(id >= 0, "shmget: {}", std::io::Error::last_os_error());
+        let write = |pid: i64, key: i64, id: i32| {
+            fs::write(
+                pg.join("postmaster.pid"),
+                format!("{pid}\n/var/lib/postgresql/data\n1764547200\n5432\n/var/run/postgresql\n*\n{key:>9} {id:>9}\nready\n"),
+            )
+            .unwrap()
+        };
+        // This test process: alive, but not PostgreSQL.
+        let me = i64::from(std::process::id());
+        write(me, key.into(), id);
+        assert!(
+            find(d.path(), &[]).is_none(),
+            "segment with nobody attached: a crash leftover"
+        );
+        write(999_999_999, key.into(), id);
+        assert!(
+            find(d.path(), &[]).is_none(),
+            "absent PID, segment unattached"
+        );
+        // SAFETY: attach the segment read-only, as a backend would keep it attached.
+        let at = unsafe { libc::shmat(id, std::ptr::null(), libc::SHM_RDONLY) };
+        assert_ne!(at as isize, -1);
+        let live = find(d.path(), &[]).expect("attached segment: running");
+        assert!(
+            live.evidence.contains("1 processes attached"),
+            "{}",
+            live.evidence
+        );
+        write(me, key.into(), id);
+        assert!(find(d.path(), &[]).is_some());
+        // The same id under another key is not the server's segment.
+        write(999_999_999, i64::from(key) + 1, id);
+        let unknown = find(d.path(), &[]).expect("undecidable counts as running");
+        assert!(
+            unknown.evidence.contains("another container"),
+            "{}",
+            unknown.evidence
+        );
+        // SAFETY: detach and remove what this test made.
+        unsafe {
+            libc::shmdt(at);
+            libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+        }
     }
 
     #[test]

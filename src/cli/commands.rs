@@ -75,6 +75,15 @@ pub fn run(cli: Cli) -> Result<u8> {
                     "nothing to back up: give one or more paths, or --stdin-from-command CMD",
                 ));
             }
+            // A file copy of a running database restores broken: refused before anything is
+            // read or written, like the agent's files mode.
+            if !a.allow_live_database {
+                for p in &a.paths {
+                    if let Some(db) = crate::capture::livedb::find(p, &[]) {
+                        return Err(Error::invalid(db.cli_refusal()));
+                    }
+                }
+            }
             let repo = open(g)?;
             let source = match &a.stdin_from_command {
                 Some(cmd) => Source::Command {

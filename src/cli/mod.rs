@@ -303,6 +303,10 @@ struct BackupArgs {
     /// Read every file, ignoring the parent snapshot.
     #[arg(long)]
     force: bool,
+    /// Back up a running database's files anyway (a path holding a live PostgreSQL,
+    /// MySQL/MariaDB or SQLite database is refused otherwise, as the agent's files mode does).
+    #[arg(long)]
+    allow_live_database: bool,
     /// Use this snapshot as the parent instead of the latest with the same name.
     #[arg(long)]
     parent: Option<String>,

@@ -15,7 +15,9 @@ use std::time::Instant;
 pub const LIFEBOAT_IMAGE: &str = "localhost/lifeboat:test";
 /// The stand-in for the official postgres:16 image.
 pub const POSTGRES_IMAGE: &str = "localhost/lifeboat-test/postgres:16";
-const PG_BASE_IMAGE: &str = "localhost/lifeboat-test/debian12-postgresql15:base";
+/// The stand-in for an SQLite app (Vaultwarden in container/k8s/vaultwarden.yaml).
+pub const SQLITE_APP_IMAGE: &str = "localhost/lifeboat-test/sqlite-app:1";
+const BASE_IMAGE: &str = "localhost/lifeboat-test/debian12-postgresql15-sqlite3:base";
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -136,13 +138,13 @@ pub fn lifeboat_image() -> &'static str {
     LIFEBOAT_IMAGE
 }
 
-/// The stand-in for postgres:16: tests/pg-rootfs.sh's tarball (made once, then cached),
-/// imported, with tests/podman/postgres/ on top. Built once per process.
-pub fn postgres_image() -> &'static str {
+/// tests/pg-rootfs.sh's tarball (made once, then cached), imported: the Debian base of the
+/// PostgreSQL stand-in and of the SQLite app. Made once per process.
+fn base_image() -> &'static str {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         install();
-        let tar = cache_dir().join("debian12-postgresql15.tar");
+        let tar = cache_dir().join("debian12-postgresql15-sqlite3.tar");
         std::fs::create_dir_all(cache_dir()).unwrap();
         let t = Instant::now();
         let out = Command::new("sh")
@@ -152,31 +154,48 @@ pub fn postgres_image() -> &'static str {
             .unwrap();
         assert!(out.status.success(), "tests/pg-rootfs.sh: {}", text(&out));
         eprintln!(
-            "debian12+postgresql15 root filesystem ({}): {:.1}s",
+            "debian12+postgresql15+sqlite3 root filesystem ({}): {:.1}s",
             tar.display(),
             t.elapsed().as_secs_f64()
         );
-        if !podman(&["image", "exists", PG_BASE_IMAGE]).status.success() {
+        if !podman(&["image", "exists", BASE_IMAGE]).status.success() {
             let t = Instant::now();
-            podman_ok(&["import", "-q", tar.to_str().unwrap(), PG_BASE_IMAGE]);
+            podman_ok(&["import", "-q", tar.to_str().unwrap(), BASE_IMAGE]);
             eprintln!("podman import: {:.1}s", t.elapsed().as_secs_f64());
         }
-        let ctx = root().join("tests/podman/postgres");
-        podman_ok(&[
-            "build",
-            "-q",
-            "--build-arg",
-            &format!("BASE={PG_BASE_IMAGE}"),
-            "-t",
-            POSTGRES_IMAGE,
-            ctx.to_str().unwrap(),
-        ]);
-        eprintln!(
-            "postgres stand-in image: {} bytes",
-            image_size(POSTGRES_IMAGE)
-        );
     });
+    BASE_IMAGE
+}
+
+/// `podman build` of tests/podman/DIR on the Debian base, tagged `tag`.
+fn build_on_base(dir: &str, tag: &str) {
+    let base = base_image();
+    let ctx = root().join("tests/podman").join(dir);
+    podman_ok(&[
+        "build",
+        "-q",
+        "--build-arg",
+        &format!("BASE={base}"),
+        "-t",
+        tag,
+        ctx.to_str().unwrap(),
+    ]);
+    eprintln!("{tag}: {} bytes", image_size(tag));
+}
+
+/// The stand-in for postgres:16: the Debian base with tests/podman/postgres/ on top. Built once
+/// per process.
+pub fn postgres_image() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| build_on_base("postgres", POSTGRES_IMAGE));
     POSTGRES_IMAGE
+}
+
+/// The stand-in for an SQLite app (tests/podman/sqlite-app/). Built once per process.
+pub fn sqlite_app_image() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| build_on_base("sqlite-app", SQLITE_APP_IMAGE));
+    SQLITE_APP_IMAGE
 }
 
 /// A unique name for this process and test.
@@ -191,6 +210,7 @@ pub struct Cleanup {
     pub pods: Vec<String>,
     pub volumes: Vec<String>,
     pub images: Vec<String>,
+    pub secrets: Vec<String>,
     pub dirs: Vec<PathBuf>,
 }
 
@@ -219,6 +239,9 @@ impl Drop for Cleanup {
         for i in &self.images {
             let _ = podman(&["rmi", "-f", i]);
         }
+        for s in &self.secrets {
+            let _ = podman(&["secret", "rm", s]);
+        }
         for d in &self.dirs {
             let _ = std::fs::remove_dir_all(d);
         }
@@ -238,4 +261,74 @@ pub fn wait(container: &str) -> i32 {
 /// The host directory behind a named volume.
 pub fn volume_dir(volume: &str) -> PathBuf {
     PathBuf::from(podman_ok(&["volume", "inspect", "--format", "{{.Mountpoint}}", volume]).trim())
+}
+
+/// The app image made from sdl-snippets/postgres.yaml by `lifeboat sdl inject --mode image`,
+/// the Dockerfile it writes built as written but for its two FROM lines (lifeboat's image built
+/// here, the postgres:16 stand-in): (image, the SDL service it printed). Checks that the
+/// image's ENTRYPOINT and CMD are that service's command and args.
+pub fn postgres_app_image(work: &Path) -> (String, serde_yaml_ng::Value) {
+    // The static build (minutes, on the CPU) and the debootstrap (mostly the mirror) overlap.
+    let pg = std::thread::spawn(postgres_image);
+    let lifeboat = lifeboat_image();
+    let base = pg.join().unwrap();
+    let built = "localhost/lifeboat-test/postgres-lifeboat:16";
+    let ctx = work.join("app");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(["sdl", "inject", "--mode", "image", "--service", "postgres"])
+        .arg(root().join("sdl-snippets/postgres.yaml"))
+        .args(["--image", built, "--dockerfile"])
+        .arg(ctx.join("Dockerfile"))
+        .arg("-o")
+        .arg(ctx.join("deploy.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sdl inject: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let df = std::fs::read_to_string(ctx.join("Dockerfile")).unwrap();
+    let from_lifeboat = format!(
+        "FROM ghcr.io/lifeboat-backup/lifeboat:{} AS lifeboat",
+        env!("CARGO_PKG_VERSION")
+    );
+    let froms: Vec<&str> = df.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(froms, [from_lifeboat.as_str(), "FROM postgres:16"], "{df}");
+    let local = df
+        .replace(&from_lifeboat, &format!("FROM {lifeboat} AS lifeboat"))
+        .replace("FROM postgres:16\n", &format!("FROM {base}\n"));
+    std::fs::write(ctx.join("Dockerfile"), &local).unwrap();
+    let t = Instant::now();
+    podman_ok(&["build", "-q", "-t", built, ctx.to_str().unwrap()]);
+    eprintln!(
+        "app image: built in {:.1}s, {} bytes (base {} bytes)",
+        t.elapsed().as_secs_f64(),
+        image_size(built),
+        image_size(base)
+    );
+    // The image's ENTRYPOINT and CMD are the SDL's command and args: the SDL runs it unchanged.
+    let sdl: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(ctx.join("deploy.yaml")).unwrap())
+            .unwrap();
+    let svc = &sdl["services"]["postgres"];
+    let words =
+        |v: &serde_yaml_ng::Value| -> Vec<String> { serde_yaml_ng::from_value(v.clone()).unwrap() };
+    let inspect = podman_ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Entrypoint}} {{json .Config.Cmd}} {{.Config.StopSignal}}",
+        built,
+    ]);
+    assert_eq!(
+        inspect.trim(),
+        format!(
+            "{} {} SIGINT",
+            serde_json::to_string(&words(&svc["command"])).unwrap(),
+            serde_json::to_string(&words(&svc["args"])).unwrap()
+        )
+    );
+    (built.to_string(), svc.clone())
 }
