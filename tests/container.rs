@@ -1,7 +1,8 @@
 //! The container files stay true to the build: every file `container/Dockerfile` copies exists,
 //! its build step is `container/build-static.sh`, the binary it copies out is the one that
 //! script produces (as container/README.md documents), and the compose and Kubernetes examples
-//! parse and call lifeboat commands that exist.
+//! parse and call lifeboat commands that exist; the Kubernetes ones also pass the Kubernetes
+//! API's types (tests/sdl-validator/k8s.mjs), which catch a misspelled or mistyped field.
 
 use std::path::Path;
 use std::process::Command;
@@ -182,4 +183,74 @@ fn compose_and_kubernetes_examples_parse_and_use_real_commands() {
     lifeboat_has(&["restore"]);
     lifeboat_has(&["daemon"]);
     lifeboat_has(&["sdl", "inject"]);
+}
+
+/// `node tests/sdl-validator/k8s.mjs FILE…`: (passed, output).
+fn k8s_check(files: &[&Path]) -> (bool, String) {
+    let out = Command::new("node")
+        .arg(root().join("tests/sdl-validator/k8s.mjs"))
+        .args(files)
+        .output()
+        .expect("node (tests/sdl-validator/install.sh checks it is installed)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn kubernetes_examples_pass_the_apis_types_and_a_mistake_does_not() {
+    let install = Command::new("bash")
+        .arg(root().join("tests/sdl-validator/install.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        install.status.success(),
+        "tests/sdl-validator/install.sh: {}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let examples = [
+        "container/k8s/vaultwarden.yaml",
+        "container/k8s/postgres.yaml",
+    ];
+    for e in examples {
+        let (ok, out) = k8s_check(&[&root().join(e)]);
+        assert!(ok && out.contains(": ok StatefulSet"), "{e}: {out}");
+    }
+    // Each mistake, made once in a copy, is named.
+    let tmp = tempfile::tempdir().unwrap();
+    let mistakes = [
+        (
+            examples[0],
+            "\n          restartPolicy: Always",
+            "\n          restartpolicy: Always",
+            "unknown field",
+        ),
+        (
+            examples[1],
+            "containerPort: 5432",
+            "containerPort: \"5432\"",
+            "not a number",
+        ),
+        (
+            examples[0],
+            "volumeMounts: [{name: data, mountPath: /data}]",
+            "volumeMounts: [{name: data}]",
+            "required property mountPath",
+        ),
+        (
+            examples[1],
+            "serviceName: postgres",
+            "serviceName: [postgres]",
+            "not a string",
+        ),
+    ];
+    for (i, (file, from, to, said)) in mistakes.iter().enumerate() {
+        let text = read(file);
+        assert!(text.contains(from), "{file} lacks {from:?}");
+        let bad = tmp.path().join(format!("{i}.yaml"));
+        std::fs::write(&bad, text.replacen(from, to, 1)).unwrap();
+        let (ok, out) = k8s_check(&[&bad]);
+        assert!(!ok && out.contains(said), "{file} with {to:?}: {out}");
+    }
 }

@@ -59,6 +59,19 @@ fn secret(clean: &mut Cleanup, name: &str, data: &[(&str, &str)]) {
     clean.secrets.push(name.to_string());
 }
 
+/// The examples' `lifeboat` Secret (repository password, S3 keys) for the test S3 server.
+fn lifeboat_secret(clean: &mut Cleanup, name: &str) {
+    secret(
+        clean,
+        name,
+        &[
+            ("password", REPO_PASSWORD),
+            ("aws-access-key-id", common::seaweed::ACCESS_KEY),
+            ("aws-secret-access-key", common::seaweed::SECRET_KEY),
+        ],
+    );
+}
+
 /// What a test changes in an example besides the pod-level adaptations.
 struct Adapt<'a> {
     /// The Pod's name (containers are named POD-CONTAINER).
@@ -350,15 +363,7 @@ fn kubernetes_sqlite_sidecar_restores_in_its_init_container_and_loses_at_most_a_
         (podman::lifeboat_image(), app.join().unwrap())
     };
     let lb_secret = unique("vw-lifeboat-secret");
-    secret(
-        &mut clean,
-        &lb_secret,
-        &[
-            ("password", REPO_PASSWORD),
-            ("aws-access-key-id", common::seaweed::ACCESS_KEY),
-            ("aws-secret-access-key", common::seaweed::SECRET_KEY),
-        ],
-    );
+    lifeboat_secret(&mut clean, &lb_secret);
     let repo = s3_repo(&unique("k8s"), "vaultwarden");
     let http_port = common::free_port();
     let images = [
@@ -372,7 +377,17 @@ fn kubernetes_sqlite_sidecar_restores_in_its_init_container_and_loses_at_most_a_
     ];
     let add = [("LIFEBOAT_LEASE_TTL", "5s".to_string())];
     let pod = unique("vw");
-    let volumes: Vec<String> = (1..=3).map(|i| unique(&format!("vw-data{i}"))).collect();
+    let kills: usize = std::env::var("LIFEBOAT_K8S_KILLS")
+        .ok()
+        .map(|v| v.parse().expect("LIFEBOAT_K8S_KILLS: a number"))
+        .unwrap_or(1);
+    let seed: u64 = std::env::var("LIFEBOAT_DRILL_SEED")
+        .ok()
+        .map(|v| v.parse().expect("LIFEBOAT_DRILL_SEED: a number"))
+        .unwrap_or(21);
+    let volumes: Vec<String> = (0..kills + 2)
+        .map(|i| unique(&format!("vw-data{i}")))
+        .collect();
     for v in &volumes {
         clean.volume(v);
     }
@@ -427,41 +442,56 @@ fn kubernetes_sqlite_sidecar_restores_in_its_init_container_and_loses_at_most_a_
         "no restore marker on the new volume"
     );
 
-    // 4. The node vanishes: SIGKILL to every container, no final backup. The rows committed a
-    // second (the sync interval) and more before the kill must come back.
-    wait_for(
-        "rows past the restore",
-        &pod,
-        Duration::from_secs(60),
-        || (max_row(&app) >= back + 500).then_some(()),
-    );
-    let seen = max_row(&app);
-    std::thread::sleep(Duration::from_millis(2500));
-    podman_ok(&["pod", "kill", &pod]);
-    let committed = committed_on(&volumes[1]);
-    assert!(committed >= seen, "{committed} < {seen}");
-    podman_ok(&["pod", "rm", "-f", &pod]);
-    let after_kill = start_vaultwarden(work.path(), &adapt(&volumes[2]), &mut clean.pods);
-    assert!(
-        after_kill >= seen && after_kill <= committed,
-        "after the kill: restored up to row {after_kill}; {seen} were committed 2.5 s before \
-         the kill and {committed} at it"
-    );
-    let lost = committed - after_kill;
-    let lost_seconds = seconds_between(&volumes[1], after_kill, committed);
-    assert!(
-        lost_seconds <= 2.5,
-        "{lost_seconds:.2}s of commits lost (sync interval 1 s)"
-    );
-    assert!(
-        restored_marker(&volumes[2]),
-        "no restore marker on the new volume"
-    );
+    // 4. The node vanishes: SIGKILL to every container, no final backup; a new pod on a new
+    // volume. The rows committed a second (the sync interval) and more before the kill must
+    // come back. Repeated LIFEBOAT_K8S_KILLS times (1 in the short tier), each kill at a seeded
+    // moment, each restore starting from the previous one's volume history.
+    let mut rng = common::Rng(seed);
+    let (mut previous, mut volume) = (back, 1);
+    let (mut lost_rows, mut worst) = (0i64, 0f64);
+    for kill in 0..kills {
+        wait_for(
+            "rows past the restore",
+            &pod,
+            Duration::from_secs(60),
+            || (max_row(&app) >= previous + 300).then_some(()),
+        );
+        std::thread::sleep(Duration::from_millis(rng.range(0, 1000)));
+        let seen = max_row(&app);
+        std::thread::sleep(Duration::from_millis(2500));
+        podman_ok(&["pod", "kill", &pod]);
+        let committed = committed_on(&volumes[volume]);
+        assert!(committed >= seen, "{committed} < {seen}");
+        podman_ok(&["pod", "rm", "-f", &pod]);
+        volume += 1;
+        let after_kill = start_vaultwarden(work.path(), &adapt(&volumes[volume]), &mut clean.pods);
+        assert!(
+            after_kill >= seen && after_kill <= committed,
+            "kill {kill} (seed {seed}): restored up to row {after_kill}; {seen} were committed \
+             2.5 s before the kill and {committed} at it"
+        );
+        assert!(
+            restored_marker(&volumes[volume]),
+            "no restore marker on the new volume"
+        );
+        let lost_seconds = seconds_between(&volumes[volume - 1], after_kill, committed);
+        assert!(
+            lost_seconds <= 2.5,
+            "kill {kill} (seed {seed}): {lost_seconds:.2}s of commits lost (sync interval 1 s)"
+        );
+        eprintln!(
+            "kill {kill}: committed {committed}, restored {after_kill}, lost {} rows = {lost_seconds:.2}s",
+            committed - after_kill
+        );
+        lost_rows += committed - after_kill;
+        worst = worst.max(lost_seconds);
+        previous = after_kill;
+    }
     podman_ok(&["pod", "stop", "-t", "30", &pod]);
     eprintln!(
         "CONTAINER-K8S-SQLITE rows_written={written} rows_back={back} stop_seconds={stop_seconds:.1} \
-         restore_to_app_seconds={restore_seconds:.1} killed_committed={committed} \
-         killed_restored={after_kill} lost_rows={lost} lost_seconds_of_commits={lost_seconds:.2}"
+         restore_to_app_seconds={restore_seconds:.1} kills={kills} seed={seed} \
+         lost_rows_total={lost_rows} worst_lost_seconds_of_commits={worst:.2}"
     );
 }
 
@@ -486,15 +516,7 @@ fn kubernetes_postgres_statefulset_restores_a_new_volume_before_postgres_starts(
     let work = tempfile::tempdir().unwrap();
     let (image, _) = podman::postgres_app_image(work.path());
     let (lb_secret, pg_secret) = (unique("pg-lifeboat-secret"), unique("pg-postgres-secret"));
-    secret(
-        &mut clean,
-        &lb_secret,
-        &[
-            ("password", REPO_PASSWORD),
-            ("aws-access-key-id", common::seaweed::ACCESS_KEY),
-            ("aws-secret-access-key", common::seaweed::SECRET_KEY),
-        ],
-    );
+    lifeboat_secret(&mut clean, &lb_secret);
     secret(
         &mut clean,
         &pg_secret,

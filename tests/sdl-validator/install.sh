@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs Akash's SDL validator (npm @akashnetwork/chain-sdk, pinned in package.json and
-# package-lock.json) into tests/sdl-validator/node_modules, for validate.js.
+# package-lock.json) into tests/sdl-validator/node_modules, for validate.js, and the Kubernetes
+# API's types (@kubernetes/client-node, kubernetes-models) for k8s.mjs.
 #
 # Idempotent: does nothing when node_modules already matches package.json + package-lock.json
 # (a stamp file records their hash); otherwise runs `npm ci` (or `npm install` when there is no
@@ -34,6 +35,8 @@ is_fresh() {
   [ -f "$stamp_file" ] \
     && [ -f node_modules/@akashnetwork/chain-sdk/package.json ] \
     && [ -f node_modules/js-yaml/package.json ] \
+    && [ -f node_modules/@kubernetes/client-node/package.json ] \
+    && [ -f node_modules/kubernetes-models/package.json ] \
     && [ "$(cat "$stamp_file")" = "$(stamp)" ]
 }
 
@@ -53,6 +56,8 @@ install() {
   rm -f "$log"
   node -e 'require("@akashnetwork/chain-sdk").generateManifest; require("js-yaml").load' \
     || fail "installed, but @akashnetwork/chain-sdk or js-yaml does not load"
+  node --input-type=module -e 'await import("kubernetes-models/apps/v1/StatefulSet"); await import("./node_modules/@kubernetes/client-node/dist/gen/models/V1StatefulSet.js")' \
+    || fail "installed, but kubernetes-models or @kubernetes/client-node's models do not load"
   stamp >"$stamp_file"
 }
 
