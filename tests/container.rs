@@ -135,6 +135,19 @@ fn compose_and_kubernetes_examples_parse_and_use_real_commands() {
         services["app"]["depends_on"]["restore"]["condition"],
         "service_completed_successfully"
     );
+    // The app stops before the sidecar; the restore and the sidecar share one settings block.
+    assert_eq!(
+        services["app"]["depends_on"]["lifeboat"]["condition"],
+        "service_started"
+    );
+    assert_eq!(
+        services["restore"]["environment"],
+        services["lifeboat"]["environment"]
+    );
+    assert_eq!(
+        services["lifeboat"]["environment"]["LIFEBOAT_SQLITE"],
+        "/data/db.sqlite3"
+    );
     // Kubernetes, SQLite app: restore init container, then a native sidecar running the daemon,
     // both reading one settings list (an anchor), which names the database.
     let vw: serde_yaml_ng::Value =
