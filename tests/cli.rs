@@ -668,6 +668,19 @@ fn backup_of_a_live_database_is_refused_unless_allowed() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&snaps.stdout).trim(), "[]");
+    // What the backup excludes is not a reason to refuse it.
+    for exclude in ["app", "app.db"] {
+        let out = lifeboat(&repo)
+            .args(["backup", "--exclude", exclude])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "--exclude {exclude}: {}",
+            stderr(&out)
+        );
+    }
     let out = lifeboat(&repo)
         .args(["backup", "--allow-live-database"])
         .arg(&data)

@@ -235,6 +235,8 @@ fn compose_example_restores_first_and_brings_a_removed_volume_back() {
         "gaps below the restored row"
     );
     assert_eq!(sqlite(&p, "PRAGMA integrity_check").unwrap(), "ok");
+    let (max, count) = rows(&p).unwrap();
+    assert_eq!(max, count, "a gap in the rows the app committed");
     let rlog = podman::logs(&p.container("restore"));
     let sidelog = podman::logs(&p.container("lifeboat"));
     assert!(

@@ -32,6 +32,14 @@ use podman::{Cleanup, podman, podman_ok, unique};
 
 const REPO_PASSWORD: &str = "kubernetes e2e repository password";
 
+/// The tests here run one at a time: the kill test's recovery-point bound (commits 2.5 s before
+/// the kill are back) should measure lifeboat, not two PostgreSQL loads on the same 2 cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn s3_repo(bucket: &str, prefix: &str) -> String {
     format!(
         "s3:http://{}/{bucket}/{prefix}",
@@ -355,6 +363,7 @@ fn max_row(app: &str) -> i64 {
 
 #[test]
 fn kubernetes_sqlite_sidecar_restores_in_its_init_container_and_loses_at_most_a_second() {
+    let _serial = one_at_a_time();
     podman::install();
     let mut clean = Cleanup::default();
     let work = tempfile::tempdir().unwrap();
@@ -375,7 +384,13 @@ fn kubernetes_sqlite_sidecar_restores_in_its_init_container_and_loses_at_most_a_
         ("LIFEBOAT_REPOSITORY", repo.clone()),
         ("LIFEBOAT_LISTEN", format!("127.0.0.1:{http_port}")),
     ];
-    let add = [("LIFEBOAT_LEASE_TTL", "5s".to_string())];
+    // A short lease for the takeover after a kill; and lifeboat's own checkpoints (under
+    // SQLite's write lock, across containers) every 100 frames, about every 2 s here, so that
+    // the app is seen to commit through them without a gap.
+    let add = [
+        ("LIFEBOAT_LEASE_TTL", "5s".to_string()),
+        ("LIFEBOAT_SQLITE_CHECKPOINT_PAGES", "100".to_string()),
+    ];
     let pod = unique("vw");
     let kills: usize = std::env::var("LIFEBOAT_K8S_KILLS")
         .ok()
@@ -422,7 +437,11 @@ fn kubernetes_sqlite_sidecar_restores_in_its_init_container_and_loses_at_most_a_
     podman_ok(&["stop", "-t", "60", &sidecar]);
     let stop_seconds = t.elapsed().as_secs_f64();
     let side_log = podman::logs(&sidecar);
-    for want in ["final backup done", "volume lease released"] {
+    for want in [
+        "sqlite checkpoint done",
+        "final backup done",
+        "volume lease released",
+    ] {
         assert!(
             side_log.contains(want),
             "sidecar log lacks {want:?}:\n{side_log}"
@@ -511,6 +530,7 @@ const CHECK: &str =
 
 #[test]
 fn kubernetes_postgres_statefulset_restores_a_new_volume_before_postgres_starts() {
+    let _serial = one_at_a_time();
     podman::install();
     let mut clean = Cleanup::default();
     let work = tempfile::tempdir().unwrap();
@@ -618,6 +638,7 @@ fn kubernetes_postgres_statefulset_restores_a_new_volume_before_postgres_starts(
 /// segment and the files, no longer written, are backed up.
 #[test]
 fn files_mode_sidecar_judges_postgres_in_another_container_by_its_shared_memory() {
+    let _serial = one_at_a_time();
     podman::install();
     let mut clean = Cleanup::default();
     let (lifeboat, pg) = {

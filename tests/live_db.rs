@@ -195,6 +195,37 @@ fn files_mode_on_a_live_postgresql_is_refused_with_the_method_to_use() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // A postmaster.pid that nothing here can judge (its PID absent, its shared memory segment
+    // not in this IPC namespace: another container's server, or a crash in a namespace that is
+    // gone). The sidecar refuses: the server may be running next to it. The wrapper lets its
+    // app start, since the app is that server (it replaces the file when it starts and removes
+    // it when it stops, as the stand-in here does), and backs up once it has stopped.
+    std::fs::write(
+        data.join("postmaster.pid"),
+        "999999999\n/elsewhere\n1764547200\n5432\n/var/run/postgresql\n*\n 77001234   9999999\nready\n",
+    )
+    .unwrap();
+    let out = agent(&repo, &vol, &cache).arg("daemon").output().unwrap();
+    assert!(!out.status.success(), "daemon started: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another container"),
+        "{}",
+        text(&out)
+    );
+    let pidfile = data.join("postmaster.pid");
+    let out = agent(&repo, &vol, &cache)
+        .args(["run", "--", "rm", "-f"])
+        .arg(&pidfile)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("starting the app, which owns it") && err.contains("final backup done"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// An app holding an SQLite database open in WAL mode (Python's sqlite3, when python3 exists):

@@ -708,9 +708,9 @@ impl AgentConfig {
 
 impl AgentConfig {
     /// Files mode (no dump, no pause) on a volume holding a live database, not accepted by
-    /// `LIFEBOAT_ALLOW_LIVE_DATABASE`: the one-line refusal.
+    /// `LIFEBOAT_ALLOW_LIVE_DATABASE`: what was found.
     /// `paused`: the copy is made with the app frozen (crash-consistent).
-    pub fn live_database_refusal(&self, paused: bool) -> Option<String> {
+    pub fn live_database(&self, paused: bool) -> Option<crate::capture::livedb::LiveDatabase> {
         if self.capture.method != crate::capture::Method::Files
             || self.dump_command.is_some()
             || paused
@@ -719,14 +719,27 @@ impl AgentConfig {
             return None;
         }
         crate::capture::livedb::find(&self.path, &[self.path.join(MARKER_DIR)])
-            .map(|db| db.refusal())
+    }
+
+    /// [`Self::live_database`]'s one-line refusal.
+    pub fn live_database_refusal(&self, paused: bool) -> Option<String> {
+        self.live_database(paused).map(|db| db.refusal())
     }
 
     /// Checks made once before the agent starts: no live database in files mode, and room to
-    /// stage S3 packs.
-    pub fn preflight(&self, location: &str) -> Result<()> {
-        if let Some(msg) = self.live_database_refusal(self.pause) {
-            return Err(Error::invalid(msg));
+    /// stage S3 packs. `wraps_app`: the agent is about to start the app, so a database it cannot
+    /// judge (a `postmaster.pid` left by a crash in another container's namespaces) is the
+    /// app's own, not yet started: warned about, not refused, and watched once the app runs.
+    pub fn preflight(&self, location: &str, wraps_app: bool) -> Result<()> {
+        if let Some(db) = self.live_database(self.pause) {
+            if !wraps_app || db.certain {
+                return Err(Error::invalid(db.refusal()));
+            }
+            tracing::warn!(
+                "{} ({}): starting the app, which owns it; backups are refused while it runs",
+                db.path.display(),
+                db.evidence
+            );
         }
         if location.starts_with("s3:") {
             crate::backend::s3::connections_from_env()?;

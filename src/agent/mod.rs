@@ -129,7 +129,7 @@ pub(crate) fn connect(access: &RepoAccess) -> Result<Repository> {
 /// process exit code: the app's, or 128 + signal.
 pub fn run(cfg: AgentConfig, access: RepoAccess, mode: Mode) -> Result<u8> {
     // Files mode on a live database, or no room to stage packs: refuse before anything starts.
-    cfg.preflight(&access.location)?;
+    cfg.preflight(&access.location, matches!(mode, Mode::Wrap(_)))?;
     let state = Arc::new(State::default());
     let stop = Arc::new(AtomicBool::new(false));
     // Signals first, so a SIGTERM during a long gate is honoured.
@@ -512,8 +512,9 @@ fn main_loop(
         let agent = agent.clone();
         std::thread::spawn(move || load_dump(&agent, &snapshot, &file));
     }
-    if app.is_some() && cfg.live_database_refusal(cfg.pause).is_none() {
-        // The wrapped app may be the database: the check at start saw it stopped.
+    if app.is_some() && cfg.live_database(cfg.pause).is_none_or(|db| !db.certain) {
+        // The wrapped app may be the database: the check at start saw it stopped (or could not
+        // tell, and let the app start).
         let agent = agent.clone();
         std::thread::spawn(move || watch_live_database(&agent));
     }

@@ -584,7 +584,8 @@ fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
+/// The `--exclude` patterns as the walk matches them (against the whole path and the name).
+pub(crate) fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
         b.add(Glob::new(p).map_err(|e| Error::invalid(format!("--exclude {p:?}: {e}")))?);

@@ -28,6 +28,9 @@ pub struct LiveDatabase {
     pub evidence: String,
     /// The method to use instead.
     pub advice: &'static str,
+    /// Shown running (a live process, an attached segment, a lock, a log with frames), rather
+    /// than not shown stopped: a PostgreSQL whose `postmaster.pid` this process cannot judge.
+    pub certain: bool,
 }
 
 impl LiveDatabase {
@@ -45,8 +48,19 @@ impl LiveDatabase {
     /// The one-line refusal of `lifeboat backup PATH`, whose alternatives are a dump through
     /// `--stdin-from-command` or the agent's methods.
     pub fn cli_refusal(&self) -> String {
+        let dump = match self.kind {
+            "PostgreSQL" => "'pg_dumpall -U postgres' --stdin-filename all.sql".to_string(),
+            "MySQL/MariaDB" => {
+                "'mysqldump --all-databases --single-transaction' --stdin-filename all.sql"
+                    .to_string()
+            }
+            _ => format!(
+                "'sqlite3 {} .dump' --stdin-filename dump.sql",
+                self.path.display()
+            ),
+        };
         format!(
-            "refusing to back up a live {} database's files: {} ({}); a file copy of a running database restores broken. Back up a dump (`lifeboat backup --stdin-from-command 'pg_dumpall -U postgres' --stdin-filename all.sql`, or the database's own dump tool), stop the database first, or pass --allow-live-database to accept the copy",
+            "refusing to back up a live {} database's files: {} ({}); a file copy of a running database restores broken. Back up a dump (`lifeboat backup --stdin-from-command {dump}`), stop the database first, or pass --allow-live-database to accept the copy",
             self.kind,
             self.path.display(),
             self.evidence,
@@ -59,8 +73,22 @@ const MAX_DEPTH: usize = 6;
 /// Entries looked at in all, so a volume of millions of files is not walked twice per backup.
 const MAX_ENTRIES: usize = 200_000;
 
-/// The first live database under `root` (skipping `skip`), if any.
+/// The first live database under `root` (skipping the directories in `skip`), if any; `root`
+/// may also be a database file itself. The search is bounded ([`MAX_DEPTH`],
+/// [`MAX_ENTRIES`]): a database deeper in a huge tree is not found.
 pub fn find(root: &Path, skip: &[PathBuf]) -> Option<LiveDatabase> {
+    find_where(root, &|p: &Path| skip.iter().any(|s| s == p))
+}
+
+/// [`find`], skipping every directory and file below `root` for which `skip` is true (what a
+/// backup excludes).
+pub fn find_where(root: &Path, skip: &dyn Fn(&Path) -> bool) -> Option<LiveDatabase> {
+    if root.is_file() {
+        let name = root.file_name()?.to_string_lossy().into_owned();
+        return ["-wal", "-journal"]
+            .iter()
+            .find_map(|suffix| check_sqlite(&root.with_file_name(format!("{name}{suffix}"))));
+    }
     let mut queue = std::collections::VecDeque::from([(root.to_path_buf(), 0usize)]);
     let mut seen = 0usize;
     while let Some((dir, depth)) = queue.pop_front() {
@@ -75,12 +103,16 @@ pub fn find(root: &Path, skip: &[PathBuf]) -> Option<LiveDatabase> {
             }
             let path = entry.path();
             let Ok(ft) = entry.file_type() else { continue };
+            if skip(&path) {
+                continue;
+            }
             if ft.is_dir() {
-                if depth < MAX_DEPTH && !skip.iter().any(|s| s == &path) {
+                if depth < MAX_DEPTH {
                     queue.push_back((path, depth + 1));
                 }
             } else if ft.is_file()
                 && let Some(db) = check_sqlite(&path)
+                && !skip(&db.path)
             {
                 return Some(db);
             }
@@ -91,11 +123,12 @@ pub fn find(root: &Path, skip: &[PathBuf]) -> Option<LiveDatabase> {
 
 fn check_dir(dir: &Path) -> Option<LiveDatabase> {
     if dir.join("PG_VERSION").is_file() {
-        let evidence = postgres_live(&dir.join("postmaster.pid"))?;
+        let (evidence, certain) = postgres_live(&dir.join("postmaster.pid"))?;
         return Some(LiveDatabase {
             kind: "PostgreSQL",
             path: dir.to_path_buf(),
             evidence,
+            certain,
             advice: "Set LIFEBOAT_METHOD=postgres for hot base backups with WAL archiving (or LIFEBOAT_DUMP_COMMAND, e.g. `pg_dumpall -U postgres`, for a dump)",
         });
     }
@@ -108,6 +141,7 @@ fn check_dir(dir: &Path) -> Option<LiveDatabase> {
             kind: "MySQL/MariaDB",
             path: dir.to_path_buf(),
             evidence,
+            certain: true,
             advice: "Set LIFEBOAT_DUMP_COMMAND (e.g. `mysqldump --all-databases --single-transaction`) for a dump, or LIFEBOAT_PAUSE=true for a crash-consistent copy",
         });
     }
@@ -129,48 +163,77 @@ fn check_dir(dir: &Path) -> Option<LiveDatabase> {
 /// of a crash, and the server is gone; anything else cannot be decided from here and counts as
 /// running (the refusal says how to clear a stale file), because copying a running server's
 /// files silently would be the worse mistake.
-fn postgres_live(pidfile: &Path) -> Option<String> {
-    let text = fs::read_to_string(pidfile).ok()?;
+fn postgres_live(pidfile: &Path) -> Option<(String, bool)> {
+    let text = match fs::read_to_string(pidfile) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        // Unreadable (0600, PostgreSQL's user): the server may be running.
+        Err(e) => {
+            return Some((
+                format!(
+                    "{} cannot be read ({e}): run lifeboat as root or as PostgreSQL's user",
+                    pidfile.display()
+                ),
+                false,
+            ));
+        }
+    };
     let mut lines = text.lines();
-    let pid: i32 = lines.next()?.trim().parse().ok()?;
+    // A negative PID is a single-user-mode server's.
+    let pid = match lines.next().map(|l| l.trim().parse::<i32>()) {
+        Some(Ok(pid)) => pid.saturating_abs(),
+        // Being written, or not PostgreSQL's: nothing shows it stopped.
+        _ => {
+            return Some((format!("{} names no process", pidfile.display()), false));
+        }
+    };
     let here = if alive(pid) {
         match fs::read_to_string(format!("/proc/{pid}/comm")) {
             Ok(comm) => {
                 let comm = comm.trim().to_string();
                 if comm == "postgres" || comm == "postmaster" {
-                    return Some(format!(
-                        "postmaster.pid names running PostgreSQL process {pid}"
+                    return Some((
+                        format!("postmaster.pid names running PostgreSQL process {pid}"),
+                        true,
                     ));
                 }
                 format!("is {comm:?} here, not PostgreSQL")
             }
             // No /proc to ask: as before it was asked, a live PID counts.
-            Err(_) => return Some(format!("postmaster.pid names running process {pid}")),
+            Err(_) => {
+                return Some((format!("postmaster.pid names running process {pid}"), true));
+            }
         }
     } else {
         "does not exist here".to_string()
     };
+    // PostgreSQL writes the key_t and the id as unsigned longs: a negative key (the data
+    // directory's inode folded into 32 bits) appears sign-extended. Both are 32-bit in the
+    // kernel.
     let segment = text.lines().nth(6).and_then(|l| {
         let mut f = l.split_whitespace();
-        Some((
-            f.next()?.parse::<i64>().ok()?,
-            f.next()?.parse::<i32>().ok()?,
-        ))
+        let key = f.next()?.parse::<u64>().ok()? as u32 as i32;
+        let id = f.next()?.parse::<u64>().ok()? as u32 as i32;
+        Some((key, id))
     });
     if let Some((key, id)) = segment {
         match shm_attached(id, key) {
             Some(0) => return None,
             Some(n) => {
-                return Some(format!(
-                    "its shared memory segment (key {key}) has {n} processes attached"
+                return Some((
+                    format!("its shared memory segment (key {key}) has {n} processes attached"),
+                    true,
                 ));
             }
             None => {}
         }
     }
-    Some(format!(
-        "postmaster.pid names process {pid}, which {here}: PostgreSQL running in another container, or a file left by a crash; if PostgreSQL is stopped, start and stop it once, or remove {}",
-        pidfile.display()
+    Some((
+        format!(
+            "postmaster.pid names process {pid}, which {here}: PostgreSQL running in another container, or a file left by a crash; if PostgreSQL is stopped, start and stop it once, or remove {}",
+            pidfile.display()
+        ),
+        false,
     ))
 }
 
@@ -180,12 +243,12 @@ fn postgres_live(pidfile: &Path) -> Option<String> {
 /// Read from `/proc/sysvipc/shm`, which lists every segment of the namespace to any reader:
 /// `shmctl(IPC_STAT)` needs read permission on the segment (PostgreSQL's is 0600, its own
 /// user's), and a container's root lacks CAP_IPC_OWNER. Without /proc, IPC_STAT is tried.
-fn shm_attached(id: i32, key: i64) -> Option<u64> {
+fn shm_attached(id: i32, key: i32) -> Option<u64> {
     if let Ok(table) = fs::read_to_string("/proc/sysvipc/shm") {
-        // Columns: key shmid perms size cpid lpid nattch ...
+        // Columns: key shmid perms size cpid lpid nattch ...; the key printed signed.
         return table.lines().skip(1).find_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            (f.len() > 6 && f[0].parse::<i64>().ok()? == key && f[1].parse::<i32>().ok()? == id)
+            (f.len() > 6 && f[0].parse::<i32>().ok()? == key && f[1].parse::<i32>().ok()? == id)
                 .then(|| f[6].parse().ok())
                 .flatten()
         });
@@ -194,7 +257,7 @@ fn shm_attached(id: i32, key: i64) -> Option<u64> {
     let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
     // SAFETY: IPC_STAT with a valid buffer reads the segment's metadata and nothing else.
     let r = unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) };
-    (r == 0 && i64::from(ds.shm_perm.__key) == key).then_some(ds.shm_nattch as u64)
+    (r == 0 && ds.shm_perm.__key == key).then_some(ds.shm_nattch as u64)
 }
 
 fn mysql_live(dir: &Path) -> Option<String> {
@@ -244,6 +307,7 @@ fn check_sqlite(file: &Path) -> Option<LiveDatabase> {
     Some(LiveDatabase {
         kind: "SQLite",
         path: db,
+        certain: true,
         evidence: format!("{what} beside it, {name}"),
         advice: "Set LIFEBOAT_PAUSE=true for a crash-consistent copy, or LIFEBOAT_DUMP_COMMAND (e.g. `sqlite3 FILE .dump`) for a dump",
     })
@@ -290,34 +354,52 @@ mod tests {
             format!("{}\n/x\n", std::process::id()),
         )
         .unwrap();
+        // This test process is alive but not PostgreSQL: not shown running, not shown stopped.
         let db = find(d.path(), &[]).expect("live");
         assert_eq!(db.kind, "PostgreSQL");
+        assert!(
+            !db.certain && db.evidence.contains("not PostgreSQL"),
+            "{db:?}"
+        );
         let msg = db.refusal();
         assert!(msg.contains("pg_dumpall") && !msg.contains('\n'), "{msg}");
         assert!(find(d.path(), &[d.path().join("app")]).is_none(), "skipped");
         fs::write(pg.join("postmaster.pid"), "999999999\n").unwrap();
         let db = find(d.path(), &[]).expect("a PID that is not visible proves nothing");
         assert!(
-            db.evidence.contains("does not exist here") && db.evidence.contains("remove"),
-            "{}",
-            db.evidence
+            !db.certain
+                && db.evidence.contains("does not exist here")
+                && db.evidence.contains("remove"),
+            "{db:?}"
         );
+        fs::write(pg.join("postmaster.pid"), "").unwrap();
+        assert!(!find(d.path(), &[]).expect("being written").certain);
     }
 
     /// What a sidecar sees: a PID from another namespace (here absent, or a process that is not
-    /// PostgreSQL), and the postmaster's shared memory segment in the pod's IPC namespace.
+    /// PostgreSQL), and the postmaster's shared memory segment in the pod's IPC namespace. Run
+    /// with a positive key and a negative one (PostgreSQL derives the key from the data
+    /// directory's inode and writes it sign-extended as an unsigned long).
     #[test]
     fn postgres_in_another_pid_namespace_is_judged_by_its_shared_memory() {
+        // Private keys no other test uses.
+        let low = std::process::id() as i32 & 0xffff;
+        for key in [0x4c42_0000 + low, -(0x4c43_0000 + low)] {
+            judged_by_segment(key);
+        }
+    }
+
+    fn judged_by_segment(key: i32) {
         let d = tempfile::tempdir().unwrap();
         let pg = d.path().join("pgdata");
         fs::create_dir_all(&pg).unwrap();
         fs::write(pg.join("PG_VERSION"), "16\n").unwrap();
-        // A private key no other test uses.
-        let key = 0x4c42_0000 + (std::process::id() as i32 & 0xffff);
         // SAFETY: creating a one-page segment; removed below.
         let id = unsafe { libc::shmget(key, 4096, libc::IPC_CREAT | 0o600) };
         assert!(id >= 0, "shmget: {}", std::io::Error::last_os_error());
-        let write = |pid: i64, key: i64, id: i32| {
+        // As PostgreSQL writes it: `%9lu %9lu` of the key and the id.
+        let write = |pid: i64, key: i32, id: i32| {
+            let (key, id) = (key as i64 as u64, id as i64 as u64);
             fs::write(
                 pg.join("postmaster.pid"),
                 format!("{pid}\n/var/lib/postgresql/data\n1764547200\n5432\n/var/run/postgresql\n*\n{key:>9} {id:>9}\nready\n"),
@@ -326,34 +408,32 @@ mod tests {
         };
         // This test process: alive, but not PostgreSQL.
         let me = i64::from(std::process::id());
-        write(me, key.into(), id);
+        write(me, key, id);
         assert!(
             find(d.path(), &[]).is_none(),
-            "segment with nobody attached: a crash leftover"
+            "key {key}: segment with nobody attached: a crash leftover"
         );
-        write(999_999_999, key.into(), id);
+        write(999_999_999, key, id);
         assert!(
             find(d.path(), &[]).is_none(),
-            "absent PID, segment unattached"
+            "key {key}: absent PID, segment unattached"
         );
         // SAFETY: attach the segment read-only, as a backend would keep it attached.
         let at = unsafe { libc::shmat(id, std::ptr::null(), libc::SHM_RDONLY) };
         assert_ne!(at as isize, -1);
         let live = find(d.path(), &[]).expect("attached segment: running");
         assert!(
-            live.evidence.contains("1 processes attached"),
-            "{}",
-            live.evidence
+            live.certain && live.evidence.contains("1 processes attached"),
+            "key {key}: {live:?}"
         );
-        write(me, key.into(), id);
-        assert!(find(d.path(), &[]).is_some());
+        write(me, key, id);
+        assert!(find(d.path(), &[]).is_some_and(|db| db.certain));
         // The same id under another key is not the server's segment.
-        write(999_999_999, i64::from(key) + 1, id);
+        write(999_999_999, key.wrapping_add(1), id);
         let unknown = find(d.path(), &[]).expect("undecidable counts as running");
         assert!(
-            unknown.evidence.contains("another container"),
-            "{}",
-            unknown.evidence
+            !unknown.certain && unknown.evidence.contains("another container"),
+            "key {key}: {unknown:?}"
         );
         // SAFETY: detach and remove what this test made.
         unsafe {
@@ -373,6 +453,12 @@ mod tests {
         assert!(find(d.path(), &[]).is_none(), "empty WAL");
         fs::write(d.path().join("app.db-wal"), b"frames").unwrap();
         assert_eq!(find(d.path(), &[]).unwrap().kind, "SQLite");
+        let file = find(&d.path().join("app.db"), &[]).expect("the database file itself");
+        assert!(
+            file.cli_refusal().contains("sqlite3"),
+            "{}",
+            file.cli_refusal()
+        );
         fs::write(d.path().join("notes.txt-journal"), b"x").unwrap();
         fs::remove_file(d.path().join("app.db-wal")).unwrap();
         assert!(find(d.path(), &[]).is_none(), "not a database");

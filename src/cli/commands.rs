@@ -77,9 +77,16 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             // A file copy of a running database restores broken: refused before anything is
             // read or written, like the agent's files mode.
+            // What the backup excludes is not searched.
             if !a.allow_live_database {
+                let excludes = crate::backup::build_excludes(&a.excludes)?;
+                let skip = |p: &std::path::Path| {
+                    excludes.is_match(p)
+                        || p.file_name()
+                            .is_some_and(|n| excludes.is_match(std::path::Path::new(n)))
+                };
                 for p in &a.paths {
-                    if let Some(db) = crate::capture::livedb::find(p, &[]) {
+                    if let Some(db) = crate::capture::livedb::find_where(p, &skip) {
                         return Err(Error::invalid(db.cli_refusal()));
                     }
                 }

@@ -305,7 +305,7 @@ struct BackupArgs {
     force: bool,
     /// Back up a running database's files anyway (a path holding a live PostgreSQL,
     /// MySQL/MariaDB or SQLite database is refused otherwise, as the agent's files mode does).
-    #[arg(long)]
+    #[arg(long, env = "LIFEBOAT_ALLOW_LIVE_DATABASE")]
     allow_live_database: bool,
     /// Use this snapshot as the parent instead of the latest with the same name.
     #[arg(long)]
