@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_yaml_ng::{Mapping, Value};
 
-use podman::{Cleanup, podman, podman_ok, unique};
+use podman::{Cleanup, PG_CHECK as CHECK, podman, podman_ok, psql, unique};
 
 const REPO_PASSWORD: &str = "kubernetes e2e repository password";
 
@@ -514,20 +514,6 @@ fn kubernetes_sqlite_sidecar_restores_in_its_init_container_and_loses_at_most_a_
     );
 }
 
-/// `psql -Atc SQL` inside the PostgreSQL container; None while the server refuses.
-fn psql(container: &str, port: u16, sql: &str) -> Option<String> {
-    let port = port.to_string();
-    let out = podman(&[
-        "exec", container, "psql", "-U", "postgres", "-p", &port, "-X", "-Atc", sql,
-    ]);
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-const CHECK: &str =
-    "select count(*) || ':' || md5(string_agg(id || '=' || v, ',' order by id)) from t";
-
 #[test]
 fn kubernetes_postgres_statefulset_restores_a_new_volume_before_postgres_starts() {
     let _serial = one_at_a_time();
@@ -578,16 +564,15 @@ fn kubernetes_postgres_statefulset_restores_a_new_volume_before_postgres_starts(
     // 1. An empty volume: PostgreSQL initialises it; rows are written.
     start(&volumes[0]);
     wait_for("PostgreSQL", &pod, Duration::from_secs(180), || {
-        psql(&container, pg_port, "select 1")
+        psql(&container, "select 1")
     });
     psql(
         &container,
-        pg_port,
         "create table t (id int primary key, v text); \
          insert into t select g, md5(g::text) from generate_series(1, 50000) g",
     )
     .expect("create and fill t");
-    let written = psql(&container, pg_port, CHECK).unwrap();
+    let written = psql(&container, CHECK).unwrap();
     assert!(written.starts_with("50000:"), "{written}");
 
     // 2. The pod stopped (SIGINT, the image's stop signal, to lifeboat as PID 1, within the
@@ -606,7 +591,7 @@ fn kubernetes_postgres_statefulset_restores_a_new_volume_before_postgres_starts(
     let t = Instant::now();
     start(&volumes[1]);
     let back = wait_for("the restored rows", &pod, Duration::from_secs(300), || {
-        psql(&container, pg_port, CHECK)
+        psql(&container, CHECK)
     });
     let restore_seconds = t.elapsed().as_secs_f64();
     let log2 = podman::logs(&container);

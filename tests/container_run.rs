@@ -25,7 +25,7 @@ mod podman;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use podman::{Cleanup, podman, podman_ok, unique};
+use podman::{Cleanup, PG_CHECK as CHECK, podman, podman_ok, psql, unique};
 
 const REPO_PASSWORD: &str = "container e2e repository password";
 const PG_PASSWORD: &str = "container-e2e-pg-password";
@@ -248,16 +248,6 @@ fn start_app(name: &str, image: &str, volume: &str, env: &[(String, String)]) {
     podman_ok(&refs);
 }
 
-/// `psql -Atc SQL` inside the container; None while the server refuses.
-fn psql(container: &str, sql: &str) -> Option<String> {
-    let out = podman(&[
-        "exec", container, "psql", "-U", "postgres", "-X", "-Atc", sql,
-    ]);
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 fn wait_for_sql(container: &str, sql: &str, limit: Duration) -> String {
     let t = Instant::now();
     loop {
@@ -274,9 +264,6 @@ fn wait_for_sql(container: &str, sql: &str, limit: Duration) -> String {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
-
-const CHECK: &str =
-    "select count(*) || ':' || md5(string_agg(id || '=' || v, ',' order by id)) from t";
 
 #[test]
 fn app_image_restores_itself_on_a_new_volume_and_refuses_to_start_without_s3() {

@@ -248,6 +248,21 @@ impl Drop for Cleanup {
     }
 }
 
+/// `psql -U postgres -Atc SQL` inside a PostgreSQL container (its env's PGPORT applies); None
+/// while the server refuses.
+pub fn psql(container: &str, sql: &str) -> Option<String> {
+    let out = podman(&[
+        "exec", container, "psql", "-U", "postgres", "-X", "-Atc", sql,
+    ]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Rows of table `t (id, v)` and a checksum of them: equal before a stop and after a restore.
+pub const PG_CHECK: &str =
+    "select count(*) || ':' || md5(string_agg(id || '=' || v, ',' order by id)) from t";
+
 /// A container's logs (stdout and stderr together).
 pub fn logs(container: &str) -> String {
     text(&podman(&["logs", container]))
