@@ -113,28 +113,44 @@ echo $$ > "$PIDFILE"
 while true; do sleep 0.05; done
 "#;
 
-fn lease_loss_drill(repo: &str, work: &Path) {
+/// `ttl` is the volume lease's: a renewal acknowledged after the lease lapsed loses it for good
+/// (the agent then takes no more backups), so on a real S3 server, whose first writes to a new
+/// bucket can stall for seconds on a loaded machine, the drill leaves renewals room.
+fn lease_loss_drill(repo: &str, work: &Path, ttl: &str) {
     let cache = work.join("cache");
     let v1 = work.join("lease1");
     std::fs::create_dir_all(&v1).unwrap();
     let pidfile = work.join("app.pid");
+    // Its output goes to a file: a pipe nobody reads would stall the agent once full, and the
+    // file is what a failure shows.
+    let log = work.join("first.log");
     let mut first = agent(repo, &v1, "drill", &cache)
         .env("LIFEBOAT_SCHEDULE", "@every 1s")
+        .env("LIFEBOAT_LEASE_TTL", ttl)
         .env("PIDFILE", &pidfile)
         .args(["run", "--", "sh", "-c", APP])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(work.join("first.err")).unwrap())
         .spawn()
         .unwrap();
-    wait_until(
-        "a scheduled backup holding the app's data",
-        Duration::from_secs(60),
-        || {
-            snapshots(repo)
-                .iter()
-                .any(|s| s["name"] == "drill" && s["summary"]["total_files"].as_u64() == Some(3))
-        },
-    );
+    let start = Instant::now();
+    while !snapshots(repo)
+        .iter()
+        .any(|s| s["name"] == "drill" && s["summary"]["total_files"].as_u64() == Some(3))
+    {
+        if start.elapsed() > Duration::from_secs(90) || first.try_wait().unwrap().is_some() {
+            kill(first.id(), libc::SIGKILL);
+            let status = first.wait().unwrap();
+            panic!(
+                "no scheduled backup holding the app's data after {:?} (agent: {status}); \
+                 snapshots: {:?}\nagent stderr:\n{}",
+                start.elapsed(),
+                snapshots(repo),
+                std::fs::read_to_string(work.join("first.err")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let app_pid: u32 = std::fs::read_to_string(&pidfile)
         .unwrap()
         .trim()
@@ -149,7 +165,8 @@ fn lease_loss_drill(repo: &str, work: &Path) {
     std::fs::create_dir_all(&v2).unwrap();
     let mut second = agent(repo, &v2, "drill", &cache)
         .env("PIDFILE", &pidfile)
-        .env("LIFEBOAT_LEASE_WAIT", "30s")
+        .env("LIFEBOAT_LEASE_TTL", ttl)
+        .env("LIFEBOAT_LEASE_WAIT", "60s")
         .args(["run", "--", "sh", "-c", APP])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -185,7 +202,7 @@ fn lease_loss_drill_local_restores_before_the_app_starts() {
     let t = tempfile::tempdir().unwrap();
     let repo = t.path().join("repo");
     cli_init(&repo);
-    lease_loss_drill(repo.to_str().unwrap(), t.path());
+    lease_loss_drill(repo.to_str().unwrap(), t.path(), "3s");
 }
 
 #[test]
@@ -194,7 +211,7 @@ fn lease_loss_drill_on_seaweedfs() {
     let s = common::seaweed::server();
     let t = tempfile::tempdir().unwrap();
     let repo = format!("s3:http://{}/agent-drill/repo", s.s3);
-    lease_loss_drill(&repo, t.path());
+    lease_loss_drill(&repo, t.path(), "10s");
 }
 
 #[test]
