@@ -23,7 +23,9 @@ fn agent(repo: &str, volume: &Path, name: &str, cache: &Path) -> Command {
         .env("LIFEBOAT_PATH", volume)
         .env("LIFEBOAT_NAME", name)
         .env("LIFEBOAT_CACHE_DIR", cache)
-        .env("LIFEBOAT_LEASE_TTL", "3s")
+        // Long enough that no renewal stalled by a loaded machine loses it: these tests are not
+        // about lease loss (tests/lease_drill.rs is), and nothing here waits one out.
+        .env("LIFEBOAT_LEASE_TTL", "30s")
         .env("LIFEBOAT_SCHEDULE", "off");
     for k in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"] {
         if let Ok(v) = std::env::var(k) {
@@ -114,8 +116,9 @@ while true; do sleep 0.05; done
 "#;
 
 /// `ttl` is the volume lease's: a renewal acknowledged after the lease lapsed loses it for good
-/// (the agent then takes no more backups), so on a real S3 server, whose first writes to a new
-/// bucket can stall for seconds on a loaded machine, the drill leaves renewals room.
+/// (the agent then takes no more backups), and a fsync or a new S3 bucket can stall a renewal for
+/// seconds on a loaded machine, so the drill leaves renewals room. Shorter is not more realistic:
+/// the next lease waits out this one's TTL.
 fn lease_loss_drill(repo: &str, work: &Path, ttl: &str) {
     let cache = work.join("cache");
     let v1 = work.join("lease1");
@@ -202,7 +205,7 @@ fn lease_loss_drill_local_restores_before_the_app_starts() {
     let t = tempfile::tempdir().unwrap();
     let repo = t.path().join("repo");
     cli_init(&repo);
-    lease_loss_drill(repo.to_str().unwrap(), t.path(), "3s");
+    lease_loss_drill(repo.to_str().unwrap(), t.path(), "10s");
 }
 
 #[test]

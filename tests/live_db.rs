@@ -120,7 +120,7 @@ fn agent(repo: &Path, volume: &Path, cache: &Path) -> Command {
         .env("LIFEBOAT_PATH", volume)
         .env("LIFEBOAT_NAME", "pg")
         .env("LIFEBOAT_CACHE_DIR", cache)
-        .env("LIFEBOAT_LEASE_TTL", "3s")
+        .env("LIFEBOAT_LEASE_TTL", "30s")
         .env("LIFEBOAT_SCHEDULE", "off");
     c
 }
