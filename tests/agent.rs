@@ -115,25 +115,27 @@ echo $$ > "$PIDFILE"
 while true; do sleep 0.05; done
 "#;
 
-/// `ttl` is the volume lease's: a renewal acknowledged after the lease lapsed loses it for good
-/// (the agent then takes no more backups), and a fsync or a new S3 bucket can stall a renewal for
-/// seconds on a loaded machine, so the drill leaves renewals room. Shorter is not more realistic:
-/// the next lease waits out this one's TTL.
-fn lease_loss_drill(repo: &str, work: &Path, ttl: &str) {
+/// The drill's volume lease: a renewal acknowledged after the lease lapsed loses it for good (the
+/// agent then takes no more backups), and a fsync or a new S3 bucket can stall a renewal for
+/// seconds on a loaded machine, so the drill leaves renewals room. It stays short because the
+/// second instance waits this TTL out.
+const DRILL_LEASE_TTL: &str = "10s";
+
+fn lease_loss_drill(repo: &str, work: &Path) {
     let cache = work.join("cache");
     let v1 = work.join("lease1");
     std::fs::create_dir_all(&v1).unwrap();
     let pidfile = work.join("app.pid");
     // Its output goes to a file: a pipe nobody reads would stall the agent once full, and the
     // file is what a failure shows.
-    let log = work.join("first.log");
+    let log = std::fs::File::create(work.join("first.log")).unwrap();
     let mut first = agent(repo, &v1, "drill", &cache)
         .env("LIFEBOAT_SCHEDULE", "@every 1s")
-        .env("LIFEBOAT_LEASE_TTL", ttl)
+        .env("LIFEBOAT_LEASE_TTL", DRILL_LEASE_TTL)
         .env("PIDFILE", &pidfile)
         .args(["run", "--", "sh", "-c", APP])
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::create(work.join("first.err")).unwrap())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
         .spawn()
         .unwrap();
     let start = Instant::now();
@@ -146,10 +148,10 @@ fn lease_loss_drill(repo: &str, work: &Path, ttl: &str) {
             let status = first.wait().unwrap();
             panic!(
                 "no scheduled backup holding the app's data after {:?} (agent: {status}); \
-                 snapshots: {:?}\nagent stderr:\n{}",
+                 snapshots: {:?}\nagent output:\n{}",
                 start.elapsed(),
                 snapshots(repo),
-                std::fs::read_to_string(work.join("first.err")).unwrap_or_default()
+                std::fs::read_to_string(work.join("first.log")).unwrap_or_default()
             );
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -168,7 +170,7 @@ fn lease_loss_drill(repo: &str, work: &Path, ttl: &str) {
     std::fs::create_dir_all(&v2).unwrap();
     let mut second = agent(repo, &v2, "drill", &cache)
         .env("PIDFILE", &pidfile)
-        .env("LIFEBOAT_LEASE_TTL", ttl)
+        .env("LIFEBOAT_LEASE_TTL", DRILL_LEASE_TTL)
         .env("LIFEBOAT_LEASE_WAIT", "60s")
         .args(["run", "--", "sh", "-c", APP])
         .stdout(Stdio::piped())
@@ -205,7 +207,7 @@ fn lease_loss_drill_local_restores_before_the_app_starts() {
     let t = tempfile::tempdir().unwrap();
     let repo = t.path().join("repo");
     cli_init(&repo);
-    lease_loss_drill(repo.to_str().unwrap(), t.path(), "10s");
+    lease_loss_drill(repo.to_str().unwrap(), t.path());
 }
 
 #[test]
@@ -214,7 +216,7 @@ fn lease_loss_drill_on_seaweedfs() {
     let s = common::seaweed::server();
     let t = tempfile::tempdir().unwrap();
     let repo = format!("s3:http://{}/agent-drill/repo", s.s3);
-    lease_loss_drill(&repo, t.path(), "10s");
+    lease_loss_drill(&repo, t.path());
 }
 
 #[test]
