@@ -52,6 +52,9 @@ pub struct Proxy {
     pub rejected_streaming: Arc<AtomicU64>,
     pub shuffled_lists: Arc<AtomicU64>,
     /// Requests being handled now, and the most at any one time (see [`Proxy::reset_peak`]).
+    /// A forwarded request stops counting when its answer starts to go out, before the client
+    /// can have it: so the count never exceeds what the client has in flight, however late the
+    /// handler thread runs afterwards. An injected fault counts until its handler ends.
     pub in_flight: Arc<AtomicU64>,
     pub peak_in_flight: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -138,7 +141,7 @@ impl Proxy {
                     std::thread::spawn(move || {
                         let now = in_flight.fetch_add(1, SeqCst) + 1;
                         peak.fetch_max(now, SeqCst);
-                        let _done = Leave(in_flight);
+                        let answered = Leave(in_flight);
                         if let Some(d) = latency {
                             std::thread::sleep(d);
                         }
@@ -150,6 +153,7 @@ impl Proxy {
                         }
                         let _ = handle(
                             conn, upstream, fault, down, strict, no_cond, &rejected, &shuffled,
+                            answered,
                         );
                     });
                 }
@@ -179,7 +183,8 @@ impl Proxy {
     }
 }
 
-/// Counts a request as finished however its handler ends.
+/// Counts a request as finished when dropped: explicitly as its answer starts, or however its
+/// handler ends.
 struct Leave(Arc<AtomicU64>);
 
 impl Drop for Leave {
@@ -236,6 +241,7 @@ fn handle(
     no_conditional: bool,
     rejected: &AtomicU64,
     shuffled: &AtomicU64,
+    answered: Leave,
 ) -> std::io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(30)))?;
     let (head, mut body) = read_head(&mut client)?;
@@ -333,6 +339,7 @@ fn handle(
         "Content-Length: {}\r\nConnection: close\r\n\r\n",
         rbody.len()
     ));
+    drop(answered);
     client.write_all(out.as_bytes())?;
     if fault == Some(Fault::TruncateBody) && rbody.len() > 1 {
         client.write_all(&rbody[..rbody.len() / 2])?;
