@@ -883,7 +883,7 @@ fn pings_webhooks_skipped_runs_and_json_summary_logs() {
         // Slow enough to overlap a second request; fails when the flag file exists.
         .env(
             "LIFEBOAT_PRE_BACKUP",
-            format!("sleep 1; test ! -e {}", flag.display()),
+            format!("sleep 3; test ! -e {}", flag.display()),
         )
         .arg("daemon")
         .stdout(Stdio::null())
@@ -894,8 +894,11 @@ fn pings_webhooks_skipped_runs_and_json_summary_logs() {
         TcpStream::connect(&addr).is_ok() && http(&addr, "GET", "/readyz", None).0 == 200
     });
     assert_eq!(http(&addr, "POST", "/backup", Some("tk")).0, 202);
-    std::thread::sleep(Duration::from_millis(300));
-    // The first is still in its pre hook: this one is skipped, never run alongside.
+    wait_until("the first backup to start", Duration::from_secs(20), || {
+        let (code, body) = http(&addr, "GET", "/status", Some("tk"));
+        code == 200 && body.contains("\"running\":true")
+    });
+    // The first is still in its 3 s pre hook: this one is skipped, never run alongside.
     let (code, body) = http(&addr, "POST", "/backup?wait=1", Some("tk"));
     assert_eq!(code, 409, "{body}");
     wait_until("the first backup", Duration::from_secs(30), || {

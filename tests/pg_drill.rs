@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::pg::{as_pg_user as as_pg, chown_nobody, root};
-use common::{PASSWORD, cli_init};
+use common::{PASSWORD, cli_init, free_port};
 
 const ARCHIVE_TIMEOUT: u64 = 10;
 const MARGIN: u64 = 5;
@@ -38,14 +38,6 @@ impl Rng {
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo)
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Env {

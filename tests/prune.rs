@@ -269,12 +269,18 @@ fn a_backup_whose_heartbeat_lapsed_does_not_commit() {
             "--stdin-filename",
             "dump.sql",
             "--stdin-from-command",
-            "sleep 1; echo data",
+            "sleep 2; echo data",
         ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Stopped once its writer record exists (a stop before that would only delay the start),
+    // while the command still holds the backup back.
+    let t0 = std::time::Instant::now();
+    while objects(&repo, "writers").is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no writer record");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let pid = child.id() as i32;
     // SAFETY: plain kill(2) on our own child.
     unsafe {

@@ -45,13 +45,25 @@ impl Rng {
     }
 }
 
-/// A TCP port free on 127.0.0.1 right now.
+/// A TCP port free on 127.0.0.1 right now, for a server a test starts moments later.
+///
+/// Taken from 10000–19999, not from the kernel's ephemeral range (32768–60999 here): a port the
+/// kernel handed out once is handed out again to the next outgoing connection of any process
+/// (a client of SeaweedFS, PostgreSQL's own sockets), which can take it before the server binds
+/// it. SeaweedFS's ports (tests/common/seaweed.rs) are 20000 and up. One process never returns
+/// the same port twice; the start differs per process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..10_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10_000 + (start.wrapping_add(n.wrapping_mul(37)) % 10_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 10000-19999 on 127.0.0.1");
 }
 
 /// Small chunks (4K/16K/64K) so small test files span many chunks; cheap Argon2.
